@@ -1,0 +1,47 @@
+"""The shared vocabulary of edgetwin: stdlib only, imported by every other package."""
+
+from edgetwin.core.errors import (
+    ConfigError,
+    DecodeError,
+    DeliveryError,
+    EdgetwinError,
+    SourceUnavailable,
+    StoreError,
+)
+from edgetwin.core.ports import Emit, Outbox, Source, SourceHealth, TwinView
+from edgetwin.core.types import (
+    Delta,
+    Delivery,
+    OutboxEntry,
+    PointSpec,
+    PointState,
+    Quality,
+    Sample,
+    Value,
+    asset_of,
+    point_name_of,
+)
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "Delivery",
+    "DeliveryError",
+    "Delta",
+    "EdgetwinError",
+    "Emit",
+    "Outbox",
+    "OutboxEntry",
+    "PointSpec",
+    "PointState",
+    "Quality",
+    "Sample",
+    "Source",
+    "SourceHealth",
+    "SourceUnavailable",
+    "StoreError",
+    "TwinView",
+    "Value",
+    "asset_of",
+    "point_name_of",
+]

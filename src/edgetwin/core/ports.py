@@ -1,0 +1,88 @@
+"""The interfaces between stages; only ``daemon`` knows both ends of each."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
+
+from edgetwin.core.types import Delivery, Delta, OutboxEntry, PointState, Sample
+
+Emit = Callable[[Sequence[Sample]], Awaitable[None]]
+"""Hands one batch (one poll cycle) downstream. May block when downstream applies backpressure."""
+
+
+class SourceHealth(Protocol):
+    """Where a driver reports the state of its link to the device.
+
+    Calls are cheap and idempotent: only transitions are logged, every failure is counted.
+    """
+
+    def up(self) -> None:
+        """The device answered; the link is healthy."""
+
+    def down(self, error_code: str, error: BaseException | str) -> None:
+        """The device or bus failed; ``error_code`` is a short stable label for metrics."""
+
+    def point_error(self, point: str, error_code: str, error: BaseException | str) -> None:
+        """One point could not be read or decoded while the link itself is fine."""
+
+    def cycle(self, duration_s: float) -> None:
+        """One poll cycle (or subscription notification) completed in ``duration_s``."""
+
+
+class Source(Protocol):
+    """One configured driver instance. Owns its connection; emits Samples in batches."""
+
+    name: str
+
+    def resources(self) -> frozenset[str]:
+        """Exclusive resources, e.g. ``{"serial:/dev/ttyUSB0"}``; checked for clashes before start."""
+
+    async def run(self, emit: Emit, health: SourceHealth) -> None:
+        """Poll or subscribe until cancelled. Called once per start, never concurrently.
+
+        Reconnects internally with jittered backoff and reports device trouble through
+        ``health`` and ``Sample.quality``. Raises only for bugs; the supervisor restarts it.
+        Cancellation closes the connection before returning.
+        """
+
+
+class Outbox(Protocol):
+    """Store-and-forward queue between the twin and sync.
+
+    Contract: ``put`` is called by the ingest stage only; ``claim``/``settle``/``rewind`` by the
+    one sync session only. Entries come out of ``claim`` in ``seq`` order; an entry stays in the
+    outbox until it is settled DELIVERED or REJECTED. ``rewind`` (after a lost connection)
+    makes every claimed but unsettled entry claimable again, in its original order.
+    """
+
+    async def put(self, deltas: Sequence[Delta]) -> None:
+        """Accept a batch; assigns each a sequence number. Applies the buffer's on_full policy."""
+
+    async def claim(self, limit: int) -> list[OutboxEntry]:
+        """Wait until entries are pending, then return up to ``limit`` of the oldest ones."""
+
+    def settle(self, seq: int, outcome: Delivery) -> None:
+        """Record the outcome of one claimed entry."""
+
+    def rewind(self) -> None:
+        """Return every claimed, unsettled entry to the pending queue, keeping order."""
+
+    def depth(self) -> int:
+        """Entries not yet settled (pending and claimed)."""
+
+    def nbytes(self) -> int:
+        """Approximate size of what the outbox holds, in bytes."""
+
+
+class TwinView(Protocol):
+    """Read-only access to the current twin state, for snapshots and interlocks."""
+
+    def assets(self) -> Iterable[str]:
+        """Every asset with at least one point."""
+
+    def asset_version(self, asset: str) -> int:
+        """The asset's current version (0 when it never changed)."""
+
+    def asset_state(self, asset: str) -> dict[str, PointState]:
+        """Current state of every point of the asset, keyed by point name within the asset."""

@@ -1,0 +1,91 @@
+"""Core value types that move between stages: samples in, twin state and deltas out."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# A waveform travels as a numpy array; core stays free of numpy, so it is typed loosely.
+Value = bool | int | float | str | Any
+
+
+class Quality(enum.Enum):
+    """How far a value can be trusted; OPC UA status codes and Modbus exceptions map onto it."""
+
+    GOOD = "GOOD"
+    UNCERTAIN = "UNCERTAIN"
+    STALE = "STALE"  # last known value; the source missed its refresh deadline
+    BAD = "BAD"  # no usable value: no answer, exception code, NaN, out of range
+
+
+def asset_of(point: str) -> str:
+    """Asset part of a point id: ``"pump1/motor_temp"`` -> ``"pump1"``."""
+    return point.partition("/")[0]
+
+
+def point_name_of(point: str) -> str:
+    """Point part of a point id: ``"pump1/motor_temp"`` -> ``"motor_temp"``."""
+    return point.partition("/")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of one point, as a source produced it."""
+
+    point: str  # "<asset>/<point>", e.g. "pump1/motor_temp"
+    value: Value | None  # None only when quality is BAD
+    quality: Quality
+    ts_ns: int  # device timestamp if it has one, else read time (Unix epoch, ns)
+
+
+@dataclass(frozen=True, slots=True)
+class PointSpec:
+    """What the twin needs to know about a configured point, whatever its source."""
+
+    point: str
+    source: str
+    deadband: float = 0.0  # absolute; 0 reports every change
+    stale_after_s: float | None = None
+    unit: str | None = None
+    writable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PointState:
+    """The twin's view of one point: last reported value, its time, quality and version."""
+
+    value: Value | None
+    ts_ns: int
+    quality: Quality
+    version: int  # gateway-wide change counter at the time of this change; only grows
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """The points of one asset that changed together, with the asset's version after the change.
+
+    ``changes`` maps the point name within the asset (``"motor_temp"``) to its new state.
+    """
+
+    asset: str
+    version: int
+    ts_ns: int
+    changes: Mapping[str, PointState]
+
+
+class Delivery(enum.Enum):
+    """Outcome of one delivery attempt of an outbox entry."""
+
+    DELIVERED = "delivered"  # the broker confirmed it; the entry is gone
+    RETRY = "retry"  # not confirmed; it goes out again, in order
+    REJECTED = "rejected"  # can never be delivered (too large, cannot encode); dead-lettered
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A delta with the gateway-wide message sequence the outbox gave it."""
+
+    seq: int  # per gateway; only grows, so a consumer can drop duplicates
+    delta: Delta

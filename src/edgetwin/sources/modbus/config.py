@@ -1,0 +1,155 @@
+"""Modbus TCP and RTU source configuration: every check, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edgetwin.config.model import Model, PointConfig, Port, Seconds, SourceConfig
+
+
+class RegisterKind(enum.Enum):
+    """The four Modbus tables."""
+
+    HOLDING = "holding"
+    INPUT = "input"
+    COIL = "coil"
+    DISCRETE = "discrete"
+
+    @property
+    def is_bit(self) -> bool:
+        """Coils and discrete inputs hold bits; the other two hold 16-bit registers."""
+        return self in (RegisterKind.COIL, RegisterKind.DISCRETE)
+
+
+class DataType(enum.Enum):
+    """How a point's registers are decoded."""
+
+    BOOL = "bool"
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    FLOAT32 = "float32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT64 = "float64"
+
+    @property
+    def registers(self) -> int:
+        """16-bit registers one value takes (a bit counts as one coil)."""
+        return _REGISTERS[self]
+
+
+_REGISTERS = {
+    DataType.BOOL: 1, DataType.INT16: 1, DataType.UINT16: 1,
+    DataType.INT32: 2, DataType.UINT32: 2, DataType.FLOAT32: 2,
+    DataType.INT64: 4, DataType.UINT64: 4, DataType.FLOAT64: 4,
+}
+
+
+class ByteOrder(enum.Enum):
+    """Byte and word order of multi-register values, A = most significant byte."""
+
+    ABCD = "ABCD"  # big-endian, the Modbus default
+    CDAB = "CDAB"  # word swap, common for floats
+    BADC = "BADC"  # byte swap in each register
+    DCBA = "DCBA"  # little-endian
+
+
+class Waveform(Model):
+    """A block of registers read together as one sampled signal."""
+
+    sample_rate: float = Field(gt=0)  # Hz
+    scale: float = 1.0  # engineering units per count
+    unit: str | None = None
+
+
+class ModbusPoint(PointConfig):
+    """One Modbus point: a value, or a waveform block when ``count`` > 1."""
+
+    address: int = Field(ge=0, le=65535)  # 0-based PDU address; "40001" in vendor docs is 0
+    kind: Literal["holding", "input", "coil", "discrete"] = "holding"
+    type: DataType = DataType.UINT16
+    scale: float = 1.0
+    offset: float = 0.0
+    byte_order: ByteOrder | None = None  # None: the source's byte_order
+    count: int = Field(default=1, ge=1, le=65536)
+    waveform: Waveform | None = None
+    poll_interval: Seconds | None = None  # None: the source's poll_interval
+
+    @property
+    def table(self) -> RegisterKind:
+        """The register table as an enum."""
+        return RegisterKind(self.kind)
+
+    @property
+    def width(self) -> int:
+        """Registers (or bits) the point spans."""
+        return self.type.registers * self.count
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModbusPoint:
+        if self.table.is_bit and self.type is not DataType.BOOL:
+            raise ValueError(f"a {self.kind} holds bits: type must be bool, not {self.type.value}")
+        if not self.table.is_bit and self.type is DataType.BOOL:
+            raise ValueError(f"a {self.kind} register holds 16 bits: bool needs kind coil or discrete")
+        if self.address + self.width - 1 > 65535:
+            raise ValueError(
+                f"address {self.address} + {self.width} registers runs past 65535"
+            )
+        if self.waveform is not None and self.count < 2:
+            raise ValueError("a waveform needs count >= 2 samples")
+        if self.writable and (self.count > 1 or self.kind in ("input", "discrete")):
+            raise ValueError(f"a {self.kind} point with count {self.count} cannot be writable")
+        return self
+
+
+class _ModbusCommon(SourceConfig):
+    points: tuple[ModbusPoint, ...] = Field(min_length=1)  # type: ignore[assignment]  # narrowed from PointConfig
+    poll_interval: Seconds = 1.0
+    timeout: Seconds = 1.0
+    byte_order: ByteOrder = ByteOrder.ABCD
+
+    @model_validator(mode="after")
+    def _poll_interval_floor(self) -> _ModbusCommon:
+        intervals = [self.poll_interval] + [p.poll_interval for p in self.points if p.poll_interval]
+        if min(intervals) < 0.01:
+            raise ValueError("poll_interval below 0.01 s is refused")
+        return self
+
+
+class ModbusTcpConfig(_ModbusCommon):
+    """A Modbus TCP device (or a TCP-to-RTU gateway)."""
+
+    type: Literal["modbus_tcp"]  # type: ignore[assignment]  # the union's discriminator
+    host: str = Field(min_length=1)
+    port: Port = 502
+    # 0 is broadcast to many devices (reads get no reply); 255 is the "not significant" id.
+    unit_id: int = Field(default=1, ge=1, le=255)
+
+
+class Parity(enum.Enum):
+    """Serial parity."""
+
+    NONE = "N"
+    EVEN = "E"
+    ODD = "O"
+
+
+class ModbusRtuConfig(_ModbusCommon):
+    """A Modbus RTU device on a serial line."""
+
+    type: Literal["modbus_rtu"]  # type: ignore[assignment]  # the union's discriminator
+    port: str = Field(min_length=1)  # device path, e.g. /dev/ttyUSB0
+    baudrate: int = Field(default=19200, ge=300, le=921600)
+    parity: Parity = Parity.EVEN
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit_id: int = Field(default=1, ge=1, le=247)
+
+    def resources(self) -> frozenset[str]:
+        """The serial port, which one source at a time may own."""
+        return frozenset({f"serial:{self.port}"})
