@@ -1,1 +1,5 @@
-"""outbox."""
+"""Store-and-forward queue between the twin and sync."""
+
+from edgetwin.outbox.memory import MemoryOutbox, entry_size
+
+__all__ = ["MemoryOutbox", "entry_size"]

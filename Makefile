@@ -1,0 +1,41 @@
+# edgetwin developer and operator entry points. Everything a target needs, it installs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint system-deps venv clean
+
+## Python environment: the gateway, firmware-sim and the dev tools, editable.
+$(STAMP): pyproject.toml firmware-sim/pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edgetwin needs Python 3.11+"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./firmware-sim
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Debian packages the tests and the demo use: a real Mosquitto broker, systemd-analyze.
+system-deps:
+	@bash hil/scripts/system-deps.sh
+
+## Run the gateway against firmware-sim and a local broker; Ctrl-C stops everything.
+demo: system-deps $(STAMP)
+	@bash hil/scripts/demo.sh
+
+## The whole test suite (real broker, real simulators, real files).
+test: system-deps $(STAMP)
+	$(PY) -m pytest
+
+## Benchmarks: print figures and one JSON line each.
+bench: $(STAMP)
+	$(PY) hil/bench/bench_pipeline.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests firmware-sim/src hil
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) demo-state .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,156 @@
+"""The ``edgetwin`` command line: run, check-config, schema, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from edgetwin import __version__
+from edgetwin.config import InvalidConfig, gateway_model, load_config
+from edgetwin.core.errors import StoreError
+from edgetwin.daemon.app import RUN_FILE, Daemon
+from edgetwin.daemon.status_table import render_status
+from edgetwin.sources import source_configs
+from edgetwin.telemetry import configure_logging, fetch_json
+
+EX_OK = 0
+EX_INVALID = 2  # check-config: the file has problems
+EX_UNAVAILABLE = 69  # status: no daemon answers
+EX_SOFTWARE = 70
+EX_CONFIG = 78  # run: invalid config; the unit's RestartPreventExitStatus=78 stops a loop
+DEFAULT_CONFIG = Path("/etc/edgetwin/gateway.yaml")
+
+log = structlog.get_logger("edgetwin.cli")
+
+
+def _print_problems(err: InvalidConfig) -> None:
+    for problem in err.problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(err.problems)} problem(s) found", file=sys.stderr)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a file; exit 0, or 2 with every problem as FILE:LINE:COL: key.path: message."""
+    try:
+        config = load_config(args.config, source_configs())
+    except InvalidConfig as err:
+        _print_problems(err)
+        return EX_INVALID
+    points = sum(len(s.points) for s in config.sources)
+    print(f"{args.config}: OK ({len(config.sources)} sources, {points} points)")
+    return EX_OK
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the configuration."""
+    schema = gateway_model(source_configs()).model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edgetwin gateway configuration"
+    print(json.dumps(schema, indent=2))
+    return EX_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT."""
+    try:
+        config = load_config(args.config, source_configs())
+    except InvalidConfig as err:
+        _print_problems(err)
+        return EX_CONFIG
+    configure_logging(config.gateway.log_format.value, args.log_level)
+
+    async def main() -> int:
+        daemon = Daemon(args.config.resolve(), config)
+        return await daemon.run()
+
+    try:
+        return asyncio.run(main())
+    except StoreError as err:
+        log.error("Cannot open the state directory", error=str(err))
+        return EX_CONFIG if isinstance(err.__cause__, PermissionError) else EX_SOFTWARE
+    except KeyboardInterrupt:
+        return EX_OK
+
+
+def _daemon_address(config_path: Path) -> tuple[str, int]:
+    try:
+        config = load_config(config_path, source_configs())
+    except InvalidConfig as err:
+        _print_problems(err)
+        raise SystemExit(EX_INVALID) from None
+    run_file = config.gateway.state_dir / RUN_FILE
+    try:
+        address = json.loads(run_file.read_text())["http"]
+    except (OSError, ValueError, KeyError):
+        address = config.health.metrics.listen
+    if not address:
+        print("edgetwin status: health.metrics.listen is off; the daemon cannot be asked",
+              file=sys.stderr)
+        raise SystemExit(EX_UNAVAILABLE)
+    host, _, port = str(address).rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the state of the running daemon."""
+    host, port = _daemon_address(args.config)
+    try:
+        status: dict[str, Any] = fetch_json(host, port, "/status")
+    except (OSError, ValueError) as err:
+        print(f"edgetwin status: no daemon answers on {host}:{port} ({err})", file=sys.stderr)
+        return EX_UNAVAILABLE
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_status(status))
+    return EX_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, separate so tests and docs can inspect it."""
+    parser = argparse.ArgumentParser(
+        prog="edgetwin", description="Edge gateway daemon: devices -> live twin -> MQTT."
+    )
+    parser.add_argument("--version", action="version", version=f"edgetwin {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon in the foreground (systemd runs this)")
+    run.add_argument("-c", "--config", type=Path, required=True)
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("config", type=Path)
+    check.set_defaults(func=cmd_check_config)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the configuration")
+    schema.set_defaults(func=cmd_schema)
+
+    status = sub.add_parser("status", help="state of the running daemon")
+    status.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgetwin`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except BrokenPipeError:  # `edgetwin schema | head`: the reader left, which is fine
+        sys.stderr.close()
+        return EX_OK
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

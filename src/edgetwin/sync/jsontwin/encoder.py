@@ -1,0 +1,64 @@
+"""The JSON twin scheme: pure functions from twin state to MQTT messages.
+
+Topics under ``<prefix>/<gateway>``:
+- ``<asset>/reported``: deltas, QoS 1:
+  ``{"seq": n, "v": version, "ts": ms, "state": {point: {"v": value, "ts": ms, "q": "GOOD"}}}``
+- ``<asset>/twin``: retained full snapshot, QoS 1, with each point's version as ``"ver"``
+- ``status``: retained ``{"online": bool, "ts": ms}``; the offline form is the last will.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from edgetwin.core.types import OutboxEntry, PointState
+from edgetwin.sync.message import MqttMessage
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; the quality says why the value is unusable
+    return value
+
+
+def _point(state: PointState) -> dict[str, Any]:
+    return {"v": _value(state.value), "ts": state.ts_ns // 1_000_000, "q": state.quality.value}
+
+
+class JsonTwinEncoder:
+    """Builds the JSON twin scheme's messages for one gateway."""
+
+    def __init__(self, prefix: str, gateway_id: str) -> None:
+        self.base = f"{prefix}/{gateway_id}"
+
+    def status(self, *, online: bool, ts_ms: int) -> MqttMessage:
+        """Retained gateway status; the offline form doubles as the last will."""
+        payload = _dumps({"online": online, "ts": ts_ms}).encode()
+        return MqttMessage(f"{self.base}/status", payload, qos=1, retain=True)
+
+    def reported(self, entry: OutboxEntry) -> MqttMessage:
+        """One delta on the asset's reported topic."""
+        delta = entry.delta
+        doc = {
+            "seq": entry.seq,
+            "v": delta.version,
+            "ts": delta.ts_ns // 1_000_000,
+            "state": {name: _point(s) for name, s in delta.changes.items()},
+        }
+        return MqttMessage(f"{self.base}/{delta.asset}/reported", _dumps(doc).encode(), qos=1)
+
+    def snapshot(self, asset: str, version: int, state: Mapping[str, PointState]) -> MqttMessage:
+        """The asset's full twin, retained, so a new consumer starts from the whole state."""
+        points = {}
+        for name, s in sorted(state.items()):
+            point = _point(s)
+            point["ver"] = s.version
+            points[name] = point
+        ts_ms = max((s.ts_ns for s in state.values()), default=0) // 1_000_000
+        doc = {"v": version, "ts": ts_ms, "state": points}
+        return MqttMessage(f"{self.base}/{asset}/twin", _dumps(doc).encode(), qos=1, retain=True)

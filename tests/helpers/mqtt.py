@@ -1,0 +1,81 @@
+"""A recording MQTT subscriber for tests (paho, in its own network thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as the subscriber saw it."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+    def json(self) -> Any:
+        """The payload parsed as JSON."""
+        return json.loads(self.payload)
+
+
+class Recorder:
+    """Subscribes to topics and keeps every message, in arrival order."""
+
+    def __init__(self, port: int, *topics: str, host: str = "127.0.0.1") -> None:
+        self.messages: list[Received] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_args: self._subscribed.set()
+        self._client.on_connect = lambda c, *_a: c.subscribe([(t, 1) for t in topics])
+        self._client.connect(host, port)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError("test subscriber could not subscribe")
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), msg.qos))
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[Received], bool], timeout_s: float = 10.0) -> Received:
+        """The first message (already received or arriving) that matches ``predicate``."""
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        with self._cond:
+            while True:
+                for msg in self.messages[seen:]:
+                    if predicate(msg):
+                        return msg
+                seen = len(self.messages)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    topics = sorted({m.topic for m in self.messages})
+                    raise TimeoutError(f"no matching message within {timeout_s}s; saw {topics}")
+                self._cond.wait(left)
+
+    async def await_for(
+        self, predicate: Callable[[Received], bool], timeout_s: float = 10.0
+    ) -> Received:
+        """``wait_for`` without blocking the event loop."""
+        return await asyncio.to_thread(self.wait_for, predicate, timeout_s)
+
+    def on(self, topic_suffix: str) -> list[Received]:
+        """Messages whose topic ends with ``topic_suffix``."""
+        with self._cond:
+            return [m for m in self.messages if m.topic.endswith(topic_suffix)]
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,152 @@
+"""Real peers for tests: a Mosquitto broker and firmware-sim as subprocesses on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that is free now (for peers that cannot report theirs)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    """Return once something accepts TCP connections on ``port``; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {LOOPBACK}:{port}") from None
+            time.sleep(0.02)  # connect retry pacing while the peer starts
+
+
+def read_json_line(stream: IO[str], timeout_s: float) -> dict[str, Any]:
+    """Read one JSON line from a child's stdout within ``timeout_s``."""
+    ready, _, _ = select.select([stream], [], [], timeout_s)
+    if not ready:
+        raise TimeoutError("no line from the child process")
+    line = stream.readline()
+    if not line:
+        raise RuntimeError("the child process closed its output")
+    doc: dict[str, Any] = json.loads(line)
+    return doc
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 5.0) -> int:
+    """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return int(proc.returncode)
+
+
+class Broker:
+    """A private Mosquitto on a loopback port that tests can stop and start again."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} {LOOPBACK}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            # The default of 1000 silently drops QoS 1 messages for slow test subscribers.
+            "max_queued_messages 0\n"
+            "max_inflight_messages 0\n"
+            f"log_dest file {workdir / 'mosquitto.log'}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+        )
+
+    @staticmethod
+    def binary() -> str:
+        """The mosquitto executable (Debian puts it in /usr/sbin)."""
+        found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+        if found is None:
+            raise RuntimeError("mosquitto is not installed; `make test` installs it")
+        return found
+
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        self.proc = subprocess.Popen([self.binary(), "-c", str(self.conf)],  # noqa: S603
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the broker (SIGKILL with ``kill``); its port is reused by ``start``."""
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+            self.proc.wait()
+        else:
+            stop_process(self.proc)
+        self.proc = None
+
+
+class PlcSim:
+    """firmware-sim's Modbus pump skid as a subprocess."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        """Start it (on ``port``, or an ephemeral one it reports) and wait until it listens."""
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "plcsim", "modbus", "--host", LOOPBACK, "--port",
+             str(self.port)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = read_json_line(self.proc.stdout, 10.0)
+        self.port = int(line["port"])
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop it; ``kill`` gives the device no chance to close its connections."""
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+            self.proc.wait()
+            with contextlib.suppress(Exception):
+                assert self.proc.stdout is not None
+                self.proc.stdout.close()
+        else:
+            stop_process(self.proc)
+        self.proc = None
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a daemon child: this one, minus systemd's, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID",
+                        "JOURNAL_STREAM")}
+    env.update(extra)
+    return env
