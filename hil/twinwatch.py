@@ -25,6 +25,7 @@ class TwinView:
         self.lock = threading.Lock()
 
     def on_message(self, base: str, topic: str, payload: bytes) -> None:
+        """Fold one message into the view."""
         try:
             doc = json.loads(payload)
         except ValueError:
@@ -41,6 +42,7 @@ class TwinView:
                     self.points[(asset, name)] = {**self.points.get((asset, name), {}), **point}
 
     def render(self) -> str:
+        """The view as a text table."""
         with self.lock:
             online = self.status.get("online")
             head = f"gateway {'ONLINE' if online else 'offline' if online is False else '?'}" \

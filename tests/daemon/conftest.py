@@ -81,7 +81,7 @@ class GatewayProcess:
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgetwin", "run", "-c", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )

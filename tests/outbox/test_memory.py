@@ -11,7 +11,8 @@ from edgetwin.telemetry import Telemetry
 
 
 def delta(asset: str, version: int) -> Delta:
-    return Delta(asset, version, version, {"x": PointState(version, version, Quality.GOOD, version)})
+    state = PointState(version, version, Quality.GOOD, version)
+    return Delta(asset, version, version, {"x": state})
 
 
 def make(tmp_path: Path, entries: int = 1000, on_full: OnFull = OnFull.DROP_OLDEST) -> MemoryOutbox:
@@ -52,7 +53,7 @@ async def test_retry_and_reject_outcomes(tmp_path: Path) -> None:
 
 
 async def test_claim_waits_for_put(tmp_path: Path) -> None:
-    """claim blocks until something is put."""
+    """Claim blocks until something is put."""
     box = make(tmp_path)
     waiter = asyncio.create_task(box.claim(5))
     await asyncio.sleep(0)

@@ -49,7 +49,7 @@ def test_any_scalar_value_encodes_to_valid_json(value: object) -> None:
     state = PointState(value, 1, Quality.GOOD, 1)
     doc = json.loads(ENC.reported(OutboxEntry(1, Delta("a", 1, 1, {"p": state}))).payload)
     got = doc["state"]["p"]["v"]
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
         assert got is None
     else:
         assert got == value

@@ -47,7 +47,7 @@ def reported(value: int) -> Callable[[Received], bool]:
 async def test_deltas_snapshot_and_status_reach_the_broker(
     tmp_path: Path, broker: Broker, recorder_factory: Callable[..., Recorder]
 ) -> None:
-    """Deltas arrive in order on reported, the snapshot is retained, status goes online then offline."""
+    """Deltas arrive in order, the snapshot is retained, status goes online then offline."""
     rec = recorder_factory("edgetwin/v1/gw1/#")
     rig = Rig(tmp_path, broker.port)
     task = asyncio.create_task(rig.session.run(rig.stop, drain_s=2.0))

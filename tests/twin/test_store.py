@@ -28,7 +28,7 @@ def test_first_sample_of_each_point_is_a_change(tmp_path: Path) -> None:
 
 
 def test_deadband_suppresses_small_changes_relative_to_last_report(tmp_path: Path) -> None:
-    """Changes within the deadband of the last *reported* value are not reported, even when they add up."""
+    """Changes within the deadband of the last *reported* value stay unreported, even summed."""
     twin = TwinStore(SPECS, tmp_path)
     twin.apply([s("pump1/temp", 20.0)])
     assert twin.apply([s("pump1/temp", 20.3, 2)]) == []
@@ -69,7 +69,7 @@ def test_unknown_points_are_counted_not_stored(tmp_path: Path) -> None:
 
 
 def test_stale_sweep_marks_points_without_fresh_reads(tmp_path: Path) -> None:
-    """A point not read within stale_after turns STALE, keeping its last value; a read revives it."""
+    """A point not read within stale_after turns STALE with its last value; a read revives it."""
     twin = TwinStore(SPECS, tmp_path)
     twin.apply([s("pump1/temp", 20.0, ts_ns=1_000_000_000)])
     assert twin.sweep_stale(now_ns=2_500_000_000) == []
@@ -132,7 +132,7 @@ def test_reload_drops_points_no_longer_configured(tmp_path: Path) -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(min_value=-1e6, max_value=1e6), min_size=1, max_size=60))
 def test_versions_strictly_increase_and_reports_respect_deadband(values: list[float]) -> None:
-    """Property: every reported version is larger than the last, and consecutive reports differ by more than the deadband."""
+    """Property: versions strictly grow and consecutive reports differ by more than the deadband."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

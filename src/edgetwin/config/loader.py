@@ -1,4 +1,4 @@
-"""YAML file -> validated GatewayConfig, or every problem at once with file:line:col and key path."""
+"""YAML file -> validated GatewayConfig, or every problem at once with file:line:col and path."""
 
 from __future__ import annotations
 
@@ -86,10 +86,9 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> KeyPath:
     here = data
     for index, part in enumerate(loc):
         last = index == len(loc) - 1
-        if isinstance(here, Mapping) and part in here:
-            here = here[part]
-            out.append(part)
-        elif isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here):
+        in_map = isinstance(here, Mapping) and part in here
+        in_list = isinstance(here, list) and isinstance(part, int) and 0 <= part < len(here)
+        if in_map or in_list:
             here = here[part]
             out.append(part)
         elif last or not isinstance(here, Mapping):

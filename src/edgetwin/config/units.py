@@ -23,7 +23,8 @@ def parse_duration(raw: Any) -> Any:
     if isinstance(raw, str):
         match = _DURATION.match(raw)
         if match is None:
-            raise ValueError(f"{raw!r} is not a duration; write seconds (1.5) or \"250ms\", \"5s\", \"2m\"")
+            msg = f"{raw!r} is not a duration; write seconds (1.5) or \"250ms\", \"5s\", \"2m\""
+            raise ValueError(msg)
         return float(match.group(1)) * _DURATION_FACTORS[match.group(2)]
     return raw
 

@@ -10,8 +10,8 @@ from edgetwin.core.errors import (
 )
 from edgetwin.core.ports import Emit, Outbox, Source, SourceHealth, TwinView
 from edgetwin.core.types import (
-    Delta,
     Delivery,
+    Delta,
     OutboxEntry,
     PointSpec,
     PointState,

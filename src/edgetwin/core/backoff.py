@@ -22,7 +22,7 @@ class Backoff:
         """The delay before the next attempt; each call counts one failed attempt."""
         ceiling = min(self.max_s, self.initial_s * self.factor**self.attempt)
         self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311  # jitter, not cryptography
+        return random.uniform(ceiling / 2, ceiling)  # jitter, not cryptography
 
     def reset(self) -> None:
         """Start again from ``initial_s`` after a success."""

@@ -36,7 +36,7 @@ class Source(Protocol):
     name: str
 
     def resources(self) -> frozenset[str]:
-        """Exclusive resources, e.g. ``{"serial:/dev/ttyUSB0"}``; checked for clashes before start."""
+        """Exclusive resources, e.g. ``{"serial:/dev/ttyUSB0"}``; no two sources may share one."""
 
     async def run(self, emit: Emit, health: SourceHealth) -> None:
         """Poll or subscribe until cancelled. Called once per start, never concurrently.

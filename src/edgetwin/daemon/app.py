@@ -130,10 +130,11 @@ class Daemon:
                 helpers = [
                     group.create_task(self._housekeeping(), name="daemon.housekeeping"),
                     group.create_task(self._reload_loop(), name="daemon.reload"),
-                    group.create_task(
-                        run_watchdog(self.notifier, self._healthy), name="daemon.watchdog"
-                    ),
                 ]
+                if self.config.health.watchdog:
+                    helpers.append(group.create_task(
+                        run_watchdog(self.notifier, self._healthy), name="daemon.watchdog"
+                    ))
                 self.notifier.notify(READY=1, STATUS=self._status_line())
                 log.info("Gateway running", gateway=self.config.gateway.id,
                          sources=len(self.config.sources), version=__version__,
@@ -177,7 +178,7 @@ class Daemon:
         address = self.config.health.metrics.host_port()
         if address is not None:
             self.http = await start_http(*address, {
-                "/metrics": lambda: ("text/plain; version=0.0.4", self.telemetry.render()),
+                "/metrics": self.telemetry.metrics_route,
                 "/status": lambda: ("application/json", json.dumps(self.status()).encode()),
             })
         run_file = {
@@ -336,7 +337,8 @@ class Daemon:
         if new.sync != old.sync:
             await self._restart_sync(new)
         log.info("Configuration applied", restarted_sources=sorted(changed),
-                 started_sources=sorted(s.name for s in started), sync_restarted=new.sync != old.sync)
+                 started_sources=sorted(s.name for s in started),
+                 sync_restarted=new.sync != old.sync)
 
     # -- status ----------------------------------------------------------------------------
 

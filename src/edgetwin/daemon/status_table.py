@@ -49,7 +49,8 @@ def render_status(status: dict[str, Any]) -> str:
                      "LAST ERROR"], rows)
     broker = status.get("broker") or {}
     state = "connected" if broker.get("connected") else "disconnected"
-    lines += ["", f"broker   {broker.get('broker', '-')}  {state} for {_age(broker.get('since_ns'))}"
+    since = _age(broker.get("since_ns"))
+    lines += ["", f"broker   {broker.get('broker', '-')}  {state} for {since}"
               + (f"  last error: {broker['last_error']}" if broker.get("last_error") else "")]
     outbox = status["outbox"]
     lines.append(f"outbox   {outbox['depth']} queued, {_size(outbox['bytes'])}"

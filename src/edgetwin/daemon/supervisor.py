@@ -38,7 +38,7 @@ async def supervise(
             error: BaseException = RuntimeError("run() returned; a source runs until cancelled")
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001  # any bug in a driver: restart it, keep the rest
+        except Exception as err:  # any bug in a driver: restart it, keep the rest
             error = err
         if time.monotonic() - started > HEALTHY_RUN_S:
             backoff.reset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,5 +20,5 @@ class SourceSpec:
     """
 
     type: str
-    config: type[SourceConfig]
+    config: builtins.type[SourceConfig]
     factory: Callable[[Any], Source] | None = None

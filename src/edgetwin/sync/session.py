@@ -230,7 +230,9 @@ class MqttSession:
                 self._deliveries.add(task)
                 task.add_done_callback(self._deliveries.discard)
 
-    async def _deliver(self, client: aiomqtt.Client, entry: OutboxEntry, message: MqttMessage) -> None:
+    async def _deliver(
+        self, client: aiomqtt.Client, entry: OutboxEntry, message: MqttMessage
+    ) -> None:
         try:
             await self._publish(client, message, "reported")
         except aiomqtt.MqttCodeError as err:

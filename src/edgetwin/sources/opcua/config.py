@@ -61,11 +61,11 @@ class OpcuaPoint(PointConfig):
 class OpcuaConfig(SourceConfig):
     """An OPC UA server."""
 
-    type: Literal["opcua"]  # type: ignore[assignment]  # the union's discriminator
+    type: Literal["opcua"]
     endpoint: str = Field(pattern=r"^opc\.tcp://.+")
     security: Security = Security()
     subscription: Subscription = Subscription()
     username: str | None = None
     password_file: Path | None = None
     timeout: Seconds = 4.0
-    points: tuple[OpcuaPoint, ...] = Field(min_length=1)  # type: ignore[assignment]  # narrowed
+    points: tuple[OpcuaPoint, ...] = Field(min_length=1)

@@ -20,12 +20,12 @@ class SerialPoint(PointConfig):
 class SerialConfig(SourceConfig):
     """A device that sends newline-terminated text records."""
 
-    type: Literal["serial"]  # type: ignore[assignment]  # the union's discriminator
+    type: Literal["serial"]
     port: str = Field(min_length=1)
     baudrate: int = Field(default=9600, ge=300, le=921600)
     protocol: Literal["line"] = "line"
     pattern: str
-    points: tuple[SerialPoint, ...] = Field(min_length=1)  # type: ignore[assignment]  # narrowed
+    points: tuple[SerialPoint, ...] = Field(min_length=1)
 
     @field_validator("pattern")
     @classmethod

@@ -1,0 +1,251 @@
+"""Per-source link health: log once per outage and once on recovery, count every failure."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Literal, cast, get_args
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+if TYPE_CHECKING:
+    from edgetwin.core.ports import SourceHealth
+    from edgetwin.telemetry.metrics import Telemetry
+
+_log: FilteringBoundLogger = structlog.get_logger("edgetwin.telemetry.health")
+
+SourceState = Literal["starting", "up", "down", "stopped", "no_driver"]
+"""``starting`` until the first answer; ``stopped``/``no_driver`` are set by the daemon."""
+
+SOURCE_STATES: frozenset[str] = frozenset(get_args(SourceState))
+
+# States only the daemon decides; up/down come from the driver through up()/down().
+_MARKABLE: frozenset[str] = frozenset({"starting", "stopped", "no_driver"})
+
+
+class SourceHealthTracker:
+    """The ``SourceHealth`` a driver reports into, for one source instance.
+
+    Implements ``edgetwin.core.ports.SourceHealth``. Calls are cheap and may repeat every
+    poll: only transitions are logged, every failure is counted.
+
+    Logging rules (Home Assistant's "once on failure, once on recovery"):
+
+    - ``down()``: one error line ("Source is down") when the link goes down; every call
+      increments ``edgetwin_errors_total{component="source"}``.
+    - ``up()``: "Source is up" the first time, "Source recovered" after an outage.
+    - ``point_error()``: one line per ``(point, error_code)`` pair until the pair is
+      forgotten, which happens when the link recovers from an outage or the daemon marks
+      the source ``starting`` again. The protocol has no per-point success call, so a
+      point that fails, works and fails again with the same code within one link session
+      is logged only once; every failure is still counted.
+
+    Created by ``Telemetry.source_health``; not meant to be constructed directly.
+    """
+
+    def __init__(self, source: str, telemetry: Telemetry) -> None:
+        self.source = source
+        self._telemetry = telemetry
+        self._state: SourceState = "starting"
+        self._since_ns = time.time_ns()
+        self._reason: str | None = None
+        self._last_error: str | None = None
+        self._last_error_code: str | None = None
+        self._failures = 0
+        self._outage_failures = 0
+        self._polls = 0
+        self._point_errors = 0
+        self._last_cycle_ns: int | None = None
+        self._last_cycle_s: float | None = None
+        self._logged_points: set[tuple[str, str]] = set()
+
+        self._up_gauge = telemetry.gauge(
+            "edgetwin_source_up",
+            "1 while the source's link to its device is up, else 0.",
+            labels=("source",),
+        ).labels(source=source)
+        self._up_gauge.set(0)
+        self._polls_total = telemetry.counter(
+            "edgetwin_source_polls_total",
+            "Completed poll cycles (or subscription notifications).",
+            labels=("source",),
+        ).labels(source=source)
+        self._poll_seconds = telemetry.histogram(
+            "edgetwin_source_poll_seconds",
+            "Duration of one poll cycle, in seconds.",
+            labels=("source",),
+        ).labels(source=source)
+        # edgetwin_errors_total has no source label; this one says which instance failed.
+        self._source_errors = telemetry.counter(
+            "edgetwin_source_errors_total",
+            "Link failures and point errors, by source and error code.",
+            labels=("source", "error_code"),
+        )
+
+    @property
+    def state(self) -> SourceState:
+        """The current state."""
+        return self._state
+
+    @property
+    def since_ns(self) -> int:
+        """Wall-clock time of the last state transition (``time.time_ns()``)."""
+        return self._since_ns
+
+    @property
+    def last_error(self) -> str | None:
+        """Text of the most recent link or point error, kept after recovery."""
+        return self._last_error
+
+    @property
+    def polls(self) -> int:
+        """Completed poll cycles."""
+        return self._polls
+
+    @property
+    def point_errors(self) -> int:
+        """Point errors reported, logged or not."""
+        return self._point_errors
+
+    @property
+    def failures(self) -> int:
+        """``down()`` calls, i.e. failed attempts to reach the device."""
+        return self._failures
+
+    @property
+    def last_cycle_ns(self) -> int | None:
+        """Wall-clock time the last poll cycle completed; None before the first one."""
+        return self._last_cycle_ns
+
+    def up(self) -> None:
+        """The device answered; logs only when this changes the state."""
+        previous = self._state
+        if previous == "up":
+            return
+        now = time.time_ns()
+        if previous == "down":
+            _log.info(
+                "Source recovered",
+                source=self.source,
+                down_for_s=round((now - self._since_ns) / 1e9, 3),
+                failed_attempts=self._outage_failures,
+                last_error=self._last_error,
+            )
+            # A new link session: point errors deserve a fresh line each.
+            self._logged_points.clear()
+        else:
+            _log.info("Source is up", source=self.source)
+        self._set_state("up", None, now)
+        self._up_gauge.set(1)
+
+    def down(self, error_code: str, error: BaseException | str) -> None:
+        """The device or bus failed; counts every call, logs once per outage."""
+        transition = self._state != "down"
+        self._failures += 1
+        self._last_error = _error_text(error)
+        self._last_error_code = error_code
+        self._source_errors.labels(source=self.source, error_code=error_code).inc()
+        if transition:
+            self._outage_failures = 0
+            self._set_state("down", None, time.time_ns())
+            self._up_gauge.set(0)
+        self._outage_failures += 1
+        self._telemetry.emit_error(
+            "source",
+            error_code,
+            "poll",
+            error,
+            log=transition,
+            message="Source is down",
+            source=self.source,
+        )
+
+    def point_error(self, point: str, error_code: str, error: BaseException | str) -> None:
+        """One point failed while the link is fine; logs once per (point, error_code)."""
+        self._point_errors += 1
+        self._last_error = _error_text(error)
+        self._last_error_code = error_code
+        key = (point, error_code)
+        first = key not in self._logged_points
+        if first:
+            self._logged_points.add(key)
+        self._source_errors.labels(source=self.source, error_code=error_code).inc()
+        self._telemetry.emit_error(
+            "source",
+            error_code,
+            "point",
+            error,
+            log=first,
+            message="Point read failed",
+            source=self.source,
+            point=point,
+        )
+
+    def cycle(self, duration_s: float) -> None:
+        """One poll cycle completed in ``duration_s`` seconds."""
+        self._polls += 1
+        self._last_cycle_ns = time.time_ns()
+        self._last_cycle_s = duration_s
+        self._polls_total.inc()
+        self._poll_seconds.observe(duration_s)
+
+    def mark(self, state: str, reason: str | None = None) -> None:
+        """Set a state the driver cannot report: ``starting``, ``stopped`` or ``no_driver``.
+
+        Called by the daemon, e.g. ``no_driver`` when the configured type has no plugin,
+        ``stopped`` on shutdown, ``starting`` before the supervisor (re)starts the driver.
+        Logs only when the state or reason changes.
+
+        Raises:
+            ValueError: ``state`` is not one of the three (``up``/``down`` come from the
+                driver, so that they are counted and logged by the rules above).
+        """
+        if state not in _MARKABLE:
+            msg = f"mark() state must be one of {sorted(_MARKABLE)}, not {state!r}"
+            raise ValueError(msg)
+        if state == self._state and reason == self._reason:
+            return
+        new_state = cast(SourceState, state)  # checked against _MARKABLE above
+        if new_state == "no_driver":
+            _log.warning("Source has no driver", source=self.source, reason=reason)
+        elif new_state == "stopped":
+            _log.info("Source stopped", source=self.source, reason=reason)
+        else:
+            _log.debug("Source starting", source=self.source, reason=reason)
+            self._logged_points.clear()
+        self._set_state(new_state, reason, time.time_ns())
+        self._up_gauge.set(0)
+
+    def snapshot(self) -> dict[str, object]:
+        """A JSON-ready summary for the status command."""
+        return {
+            "source": self.source,
+            "state": self._state,
+            "since_ns": self._since_ns,
+            "reason": self._reason,
+            "last_error": self._last_error,
+            "last_error_code": self._last_error_code,
+            "failures": self._failures,
+            "polls": self._polls,
+            "point_errors": self._point_errors,
+            "last_cycle_ns": self._last_cycle_ns,
+            "last_cycle_s": self._last_cycle_s,
+        }
+
+    def _set_state(self, state: SourceState, reason: str | None, now_ns: int) -> None:
+        self._state = state
+        self._reason = reason
+        self._since_ns = now_ns
+
+
+def _error_text(error: BaseException | str) -> str:
+    if isinstance(error, BaseException):
+        return str(error) or type(error).__name__
+    return error
+
+
+if TYPE_CHECKING:
+
+    def _conforms(tracker: SourceHealthTracker) -> SourceHealth:
+        """Makes mypy prove the tracker satisfies the core protocol."""
+        return tracker
