@@ -94,7 +94,7 @@ class Broker:
 
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
-        self.proc = subprocess.Popen([self.binary(), "-c", str(self.conf)],  # noqa: S603
+        self.proc = subprocess.Popen([self.binary(), "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
@@ -119,7 +119,7 @@ class PlcSim:
 
     def start(self) -> None:
         """Start it (on ``port``, or an ephemeral one it reports) and wait until it listens."""
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "plcsim", "modbus", "--host", LOOPBACK, "--port",
              str(self.port)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgetwin.config.model import Model, PointConfig, Port, Seconds, SourceConfig
 
@@ -59,6 +59,15 @@ class ByteOrder(enum.Enum):
     DCBA = "DCBA"  # little-endian
 
 
+POLL_INTERVAL_FLOOR_S = 0.01  # faster polling starves every other point on the link
+
+
+def _check_poll_interval(interval_s: float | None) -> float | None:
+    if interval_s is not None and interval_s < POLL_INTERVAL_FLOOR_S:
+        raise ValueError(f"poll_interval below {POLL_INTERVAL_FLOOR_S:g} s is refused")
+    return interval_s
+
+
 class Waveform(Model):
     """A block of registers read together as one sampled signal."""
 
@@ -90,41 +99,48 @@ class ModbusPoint(PointConfig):
         """Registers (or bits) the point spans."""
         return self.type.registers * self.count
 
+    # A field validator (not a model one) so the error names the key: ...points[3].poll_interval
+    _point_poll_interval_floor = field_validator("poll_interval")(_check_poll_interval)
+
     @model_validator(mode="after")
     def _consistent(self) -> ModbusPoint:
         if self.table.is_bit and self.type is not DataType.BOOL:
             raise ValueError(f"a {self.kind} holds bits: type must be bool, not {self.type.value}")
         if not self.table.is_bit and self.type is DataType.BOOL:
-            raise ValueError(f"a {self.kind} register holds 16 bits: bool needs kind coil or discrete")
+            raise ValueError(
+                f"a {self.kind} register holds 16 bits: bool needs kind coil or discrete"
+            )
         if self.address + self.width - 1 > 65535:
             raise ValueError(
                 f"address {self.address} + {self.width} registers runs past 65535"
             )
         if self.waveform is not None and self.count < 2:
             raise ValueError("a waveform needs count >= 2 samples")
-        if self.writable and (self.count > 1 or self.kind in ("input", "discrete")):
-            raise ValueError(f"a {self.kind} point with count {self.count} cannot be writable")
+        if self.writable and self.kind in ("input", "discrete"):
+            raise ValueError(
+                f"{self.kind} is a read-only table; writable needs kind holding or coil"
+            )
+        if self.writable and self.count > 1:
+            raise ValueError(f"a block of {self.count} values cannot be writable")
         return self
 
 
 class _ModbusCommon(SourceConfig):
-    points: tuple[ModbusPoint, ...] = Field(min_length=1)  # type: ignore[assignment]  # narrowed from PointConfig
+    points: tuple[ModbusPoint, ...] = Field(min_length=1)  # narrowed from PointConfig
     poll_interval: Seconds = 1.0
     timeout: Seconds = 1.0
     byte_order: ByteOrder = ByteOrder.ABCD
+    # Unused addresses one read may span to merge neighbouring points into one request
+    # (registers for holding/input, bits for coil/discrete); 0 merges only adjacent points.
+    max_read_gap: int = Field(default=16, ge=0, le=124)
 
-    @model_validator(mode="after")
-    def _poll_interval_floor(self) -> _ModbusCommon:
-        intervals = [self.poll_interval] + [p.poll_interval for p in self.points if p.poll_interval]
-        if min(intervals) < 0.01:
-            raise ValueError("poll_interval below 0.01 s is refused")
-        return self
+    _poll_interval_floor = field_validator("poll_interval")(_check_poll_interval)
 
 
 class ModbusTcpConfig(_ModbusCommon):
     """A Modbus TCP device (or a TCP-to-RTU gateway)."""
 
-    type: Literal["modbus_tcp"]  # type: ignore[assignment]  # the union's discriminator
+    type: Literal["modbus_tcp"]  # the union's discriminator
     host: str = Field(min_length=1)
     port: Port = 502
     # 0 is broadcast to many devices (reads get no reply); 255 is the "not significant" id.
@@ -142,7 +158,7 @@ class Parity(enum.Enum):
 class ModbusRtuConfig(_ModbusCommon):
     """A Modbus RTU device on a serial line."""
 
-    type: Literal["modbus_rtu"]  # type: ignore[assignment]  # the union's discriminator
+    type: Literal["modbus_rtu"]  # the union's discriminator
     port: str = Field(min_length=1)  # device path, e.g. /dev/ttyUSB0
     baudrate: int = Field(default=19200, ge=300, le=921600)
     parity: Parity = Parity.EVEN

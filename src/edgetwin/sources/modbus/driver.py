@@ -1,0 +1,468 @@
+"""Modbus TCP driver: one shared connection, one deadline-scheduled poll loop per interval.
+
+How it behaves (README.md has the operator's view):
+
+- One TCP connection per source, shared by all poll loops; requests go out one at a time.
+  pymodbus's own reconnect is off (``reconnect_delay=0``) and so are its retries: after a
+  timeout the stream may carry a late answer, so we drop the connection and reconnect
+  with exponential backoff and jitter (``core.backoff``, 0.1 s doubling to 30 s) instead
+  of retrying on it.
+- One poll loop per distinct poll interval. Deadlines sit on a fixed grid (start + k x
+  interval): a cycle never drifts; a cycle that finishes late runs the next one at once
+  and skips (and counts) any deadline that passed entirely.
+- Every cycle emits one batch with one sample per point of the loop. An exception
+  response marks the points of that block BAD (``modbus_exception_<code>``); other
+  blocks carry on. Exceptions 1-3 (illegal function/address/value, a configuration
+  problem per FACTS section 3.2) split a merged block into one block per point so the
+  neighbours recover in the same cycle, and a single-point block is then re-tried only
+  every ``PARK_S`` seconds.
+- A lost connection or a timeout marks every point of each loop BAD exactly once (one
+  batch per loop per outage, not one per missed cycle: the twin turns quiet points STALE
+  by itself), reports ``health.down`` and reconnects; the first answer after that reports
+  ``health.up``.
+
+No pymodbus object leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import (
+    ConnectionException,
+    ModbusException,
+    ModbusIOException,
+    ParameterException,
+)
+
+from edgetwin.core.backoff import Backoff
+from edgetwin.core.errors import DecodeError, SourceUnavailable
+from edgetwin.core.ports import Emit, SourceHealth
+from edgetwin.core.types import Quality, Sample
+from edgetwin.sources.modbus.config import ModbusPoint, ModbusTcpConfig, RegisterKind
+from edgetwin.sources.modbus.decode import decode_point
+from edgetwin.sources.modbus.plan import PollGroup, ReadBlock, poll_groups
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+CONFIG_EXCEPTIONS = frozenset({1, 2, 3})  # the request itself is wrong; repeating it won't help
+PARK_S = 60.0  # how long a point answering exception 1-3 is left alone before the next try
+_MISSED_LOG_EVERY_S = 60.0
+
+
+def next_deadline(previous_s: float, interval_s: float, now_s: float) -> tuple[float, int]:
+    """The deadline after ``previous_s`` on its grid, and how many deadlines were skipped.
+
+    On time: ``previous + interval``. Late: the most recent deadline that has passed (so the
+    next cycle starts at once), skipping every older one; the phase never drifts.
+    """
+    upcoming_s = previous_s + interval_s
+    if now_s <= upcoming_s:
+        return upcoming_s, 0
+    skipped = int((now_s - upcoming_s) // interval_s)
+    return upcoming_s + skipped * interval_s, skipped
+
+
+class LinkState(enum.Enum):
+    """State of a source's connection as its poll loops see it."""
+
+    CONNECTING = "connecting"  # the first attempt has not finished yet
+    UP = "up"
+    DOWN = "down"
+
+
+class _Session:
+    """One TCP connection; a loss report for an older session is ignored."""
+
+    def __init__(self, client: AsyncModbusTcpClient) -> None:
+        self.client = client
+
+
+class _LinkLost(Exception):  # control flow inside this module, never seen outside it
+    """The session went away during a cycle; the link already reported why."""
+
+
+@dataclass(slots=True)
+class _Scheduled:
+    """A block in a poll loop, with the time before which it is not read again."""
+
+    block: ReadBlock
+    parked_until_s: float = 0.0  # loop time; set after exception 1-3
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """The device answered a request with a Modbus exception response."""
+
+    code: int
+    address: int
+    count: int
+
+
+class _Link:
+    """The connection the poll loops share: connects, reconnects, serialises requests."""
+
+    def __init__(
+        self,
+        config: ModbusTcpConfig,
+        where: str,
+        health: SourceHealth,
+        log: Any,
+        backoff: Backoff,
+    ) -> None:
+        self._config = config
+        self._where = where
+        self._health = health
+        self._log = log
+        self._backoff = backoff  # counts connection failures since the device last answered
+        self.state = LinkState.CONNECTING
+        self.session: _Session | None = None
+        self.request_lock = asyncio.Lock()  # one outstanding request per connection
+        self._changed = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._answering = False
+
+    async def wait_change(self) -> None:
+        """Return after the next state change."""
+        await self._changed.wait()
+
+    def _set_state(self, state: LinkState) -> None:
+        self.state = state
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _client(self) -> AsyncModbusTcpClient:
+        return AsyncModbusTcpClient(
+            self._config.host,
+            port=self._config.port,
+            name=f"source[{self._config.name}]",
+            timeout=self._config.timeout,
+            retries=0,
+            reconnect_delay=0,  # our loop reconnects, with jitter and its own telemetry
+        )
+
+    async def maintain(self) -> None:
+        """Task: connect, wait for a loss, back off, reconnect; until cancelled."""
+        while True:
+            client = self._client()
+            try:
+                connected = await client.connect()  # pymodbus reports failure as False
+            except BaseException:
+                client.close()  # cancelled mid-connect: leave no half-open transport behind
+                raise
+            if connected:
+                self._log.debug("Modbus connection open")
+                self.session = _Session(client)
+                self._lost.clear()
+                self._set_state(LinkState.UP)
+                await self._lost.wait()
+            else:
+                client.close()
+                self._answering = False
+                self._health.down("connect_failed", SourceUnavailable(
+                    f"{self._where}: connect failed (refused, unreachable or no answer "
+                    f"within {self._config.timeout:g} s)"
+                ))
+                if self.state is not LinkState.DOWN:
+                    self._set_state(LinkState.DOWN)
+            delay_s = self._backoff.next_delay()
+            self._log.debug("Modbus reconnect scheduled", delay_s=round(delay_s, 3))
+            await asyncio.sleep(delay_s)
+
+    def lost(self, session: _Session, error_code: str, error: BaseException) -> None:
+        """A loop found ``session`` broken: close it, report once, let ``maintain`` retry."""
+        if session is not self.session:
+            return  # an older connection; its loss was reported already
+        self.session = None
+        session.client.close()
+        self._answering = False
+        self._health.down(error_code, error)
+        self._set_state(LinkState.DOWN)
+        self._lost.set()
+
+    def answered(self) -> None:
+        """The device answered a request (data or exception response)."""
+        self._backoff.reset()
+        if not self._answering:
+            self._answering = True
+            self._health.up()
+
+    def close(self) -> None:
+        """Close the current connection, if any."""
+        if self.session is not None:
+            self.session.client.close()
+            self.session = None
+
+
+def _failure_code(err: ModbusException, client: AsyncModbusTcpClient) -> str:
+    if isinstance(err, ConnectionException) or not client.connected:
+        return "connection_lost"
+    if isinstance(err, ModbusIOException):
+        return "timeout"
+    return "protocol_error"
+
+
+def _reader(
+    client: AsyncModbusTcpClient, table: RegisterKind
+) -> Callable[..., Awaitable[Any]]:
+    if table is RegisterKind.HOLDING:
+        return client.read_holding_registers
+    if table is RegisterKind.INPUT:
+        return client.read_input_registers
+    if table is RegisterKind.COIL:
+        return client.read_coils
+    return client.read_discrete_inputs
+
+
+class _Poller:
+    """One poll loop: the blocks of one interval, read and decoded once per cycle."""
+
+    def __init__(
+        self,
+        source: ModbusSource,
+        group: PollGroup,
+        link: _Link,
+        emit: Emit,
+        health: SourceHealth,
+    ) -> None:
+        self._source = source
+        self._config = source.config
+        self._where = source.where
+        self._interval_s = group.interval_s
+        self._blocks = [_Scheduled(block) for block in group.blocks]
+        self._points = group.points()
+        self._link = link
+        self._emit = emit
+        self._health = health
+        self._log = source.log.bind(interval_s=group.interval_s)
+        self._missed_logged_s = -_MISSED_LOG_EVERY_S
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        loop = asyncio.get_running_loop()
+        reported_down = False
+        deadline_s = loop.time()
+        while True:
+            session = self._link.session
+            if session is None:
+                if self._link.state is LinkState.DOWN and not reported_down:
+                    await self._emit(self._all_bad())
+                    reported_down = True
+                await self._link.wait_change()
+                deadline_s = loop.time()  # a new schedule; an outage is not lateness
+                continue
+            await asyncio.sleep(max(0.0, deadline_s - loop.time()))
+            started_s = loop.time()
+            try:
+                batch = await self._cycle(session)
+            except _LinkLost:
+                continue
+            reported_down = False
+            await self._emit(batch)
+            self._health.cycle(loop.time() - started_s)
+            deadline_s, skipped = next_deadline(deadline_s, self._interval_s, loop.time())
+            if skipped:
+                self._skipped(skipped, loop.time())
+
+    def _skipped(self, skipped: int, now_s: float) -> None:
+        self._source.missed_cycles += skipped
+        if now_s - self._missed_logged_s >= _MISSED_LOG_EVERY_S:
+            self._missed_logged_s = now_s
+            self._log.warning(
+                "Poll cycles skipped; the cycle takes longer than its interval",
+                skipped=skipped, missed_cycles_total=self._source.missed_cycles,
+            )
+
+    def _all_bad(self) -> list[Sample]:
+        ts_ns = time.time_ns()
+        return [Sample(p.id, None, Quality.BAD, ts_ns) for p in self._points]
+
+    async def _cycle(self, session: _Session) -> list[Sample]:
+        batch: list[Sample] = []
+        now_s = asyncio.get_running_loop().time()
+        index = 0
+        while index < len(self._blocks):
+            scheduled = self._blocks[index]
+            block = scheduled.block
+            if scheduled.parked_until_s > now_s:
+                ts_ns = time.time_ns()
+                batch.extend(Sample(s.point.id, None, Quality.BAD, ts_ns) for s in block.slots)
+                index += 1
+                continue
+            result, ts_ns = await self._read(session, block)
+            self._link.answered()
+            if isinstance(result, _Refused):
+                if result.code in CONFIG_EXCEPTIONS and len(block.slots) > 1:
+                    self._blocks[index : index + 1] = [_Scheduled(b) for b in block.split()]
+                    self._log.info(
+                        "Read block split after an exception response",
+                        block=block.describe(), exception_code=result.code,
+                    )
+                    continue  # re-read the parts in this same cycle
+                if result.code in CONFIG_EXCEPTIONS:
+                    scheduled.parked_until_s = now_s + PARK_S
+                batch.extend(self._refused(block, result, ts_ns))
+            else:
+                batch.extend(self._decode(block, result, ts_ns))
+            index += 1
+        return batch
+
+    async def _read(
+        self, session: _Session, block: ReadBlock
+    ) -> tuple[list[int] | list[bool] | _Refused, int]:
+        """The block's data (or the exception response) and the read time.
+
+        Raises:
+            _LinkLost: the connection failed; the link has been told.
+        """
+        data: list[Any] = []
+        for address, count in block.requests():
+            async with self._link.request_lock:
+                if session is not self._link.session:
+                    raise _LinkLost
+                client = session.client
+                try:
+                    response = await _reader(client, block.table)(
+                        address, count=count, device_id=self._config.unit_id
+                    )
+                except ParameterException:
+                    raise  # a request outside the spec limits is our bug, not the device's
+                except ModbusException as err:
+                    error = SourceUnavailable(
+                        f"{self._where}: read {block.table.value} {address}x{count} failed: {err}"
+                    )
+                    error.__cause__ = err
+                    self._link.lost(session, _failure_code(err, client), error)
+                    raise _LinkLost from err
+            if response.isError():
+                return _Refused(int(response.exception_code), address, count), time.time_ns()
+            if block.table.is_bit:
+                data.extend(bool(bit) for bit in response.bits[:count])
+            else:
+                data.extend(int(word) for word in response.registers)
+        return data, time.time_ns()
+
+    def _refused(self, block: ReadBlock, refused: _Refused, ts_ns: int) -> list[Sample]:
+        name = EXCEPTION_NAMES.get(refused.code, "unknown exception")
+        error = DecodeError(
+            f"{self._where}: read {block.table.value} {refused.address}x{refused.count} "
+            f"failed: exception {refused.code} ({name})"
+        )
+        code = f"modbus_exception_{refused.code}"
+        samples = []
+        for slot in block.slots:
+            self._health.point_error(slot.point.id, code, error)
+            samples.append(Sample(slot.point.id, None, Quality.BAD, ts_ns))
+        return samples
+
+    def _decode(self, block: ReadBlock, data: Sequence[Any], ts_ns: int) -> list[Sample]:
+        samples = []
+        for slot in block.slots:
+            point = slot.point
+            try:
+                value = decode_point(
+                    point, data[slot.offset : slot.offset + point.width], self._config.byte_order
+                )
+            except DecodeError as err:
+                self._health.point_error(point.id, "decode_error", self._decode_error(point, err))
+                samples.append(Sample(point.id, None, Quality.BAD, ts_ns))
+            else:
+                samples.append(Sample(point.id, value, Quality.GOOD, ts_ns))
+        return samples
+
+    def _decode_error(self, point: ModbusPoint, err: DecodeError) -> DecodeError:
+        error = DecodeError(
+            f"{self._where}: point {point.id!r} at {point.kind} {point.address}: {err}"
+        )
+        error.__cause__ = err
+        return error
+
+
+class ModbusSource:
+    """A Modbus TCP device (or TCP-to-RTU gateway) polled into batches of samples.
+
+    Implements ``edgetwin.core.ports.Source``. Build it from a validated config; ``run``
+    polls until cancelled, reconnects by itself and raises only for bugs.
+
+    Args:
+        config: the validated source configuration.
+        reconnect_initial_s: first reconnect delay after an outage; doubles per failure.
+        reconnect_max_s: the longest reconnect delay.
+
+    Attributes:
+        name: the source name from the config (``skid1``).
+        config: the validated configuration.
+        groups: the read plan, one poll group per distinct interval.
+        missed_cycles: poll deadlines skipped because a cycle ran late, since creation.
+        where: "modbus source 'skid1' (tcp host:port, unit 1)", the prefix of its messages.
+        log: its structlog logger, bound to ``component="modbus"`` and ``source=name``.
+    """
+
+    def __init__(
+        self,
+        config: ModbusTcpConfig,
+        *,
+        reconnect_initial_s: float = 0.1,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        self.name: str = config.name
+        self.config = config
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.groups = poll_groups(
+            config.points, default_interval_s=config.poll_interval, max_gap=config.max_read_gap
+        )
+        self.where = (
+            f"modbus source {config.name!r} "
+            f"(tcp {config.host}:{config.port}, unit {config.unit_id})"
+        )
+        self.missed_cycles = 0
+        self.log = structlog.get_logger().bind(component="modbus", source=config.name)
+
+    def resources(self) -> frozenset[str]:
+        """None: a TCP device may be polled by several sources (unlike a serial port)."""
+        return self.config.resources()
+
+    async def run(self, emit: Emit, health: SourceHealth) -> None:
+        """Poll until cancelled; see the module docstring for the failure behaviour.
+
+        Called once per start, never concurrently. Cancellation closes the connection
+        before this returns.
+        """
+        backoff = Backoff(self.reconnect_initial_s, self.reconnect_max_s)
+        link = _Link(self.config, self.where, health, self.log, backoff)
+        self.log.info(
+            "Modbus source starting",
+            host=self.config.host, port=self.config.port, unit_id=self.config.unit_id,
+            points=len(self.config.points),
+            blocks=sum(len(g.blocks) for g in self.groups),
+            intervals_s=[g.interval_s for g in self.groups],
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(link.maintain(), name=f"source[{self.name}].connect")
+                for group in self.groups:
+                    tasks.create_task(
+                        _Poller(self, group, link, emit, health).run(),
+                        name=f"source[{self.name}].poll[{group.interval_s:g}s]",
+                    )
+        finally:
+            link.close()
+            self.log.info("Modbus source stopped")
