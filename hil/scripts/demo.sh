@@ -39,13 +39,17 @@ allow_anonymous true
 persistence false
 log_dest file $PWD/$STATE/mosquitto.log
 CONF
-"$MOSQUITTO" -c "$STATE/mosquitto.conf" & pids+=($!)
-"$PY" -m plcsim modbus --host 127.0.0.1 --port "$SIM_PORT" > "$STATE/plcsim.log" 2>&1 & pids+=($!)
+# Each child gets its own session (setsid), so Ctrl-C reaches only this script, which then
+# stops them in reverse order: the gateway first, while the broker can still take its
+# offline status.
+setsid "$MOSQUITTO" -c "$STATE/mosquitto.conf" & pids+=($!)
+setsid "$PY" -m plcsim modbus --host 127.0.0.1 --port "$SIM_PORT" > "$STATE/plcsim.log" 2>&1 &
+pids+=($!)
 wait_port "$BROKER_PORT"
 wait_port "$SIM_PORT"
 echo "Broker on 127.0.0.1:$BROKER_PORT, simulated pump skid on 127.0.0.1:$SIM_PORT"
 
-.venv/bin/edgetwin run -c config/demo.yaml > "$STATE/edgetwin.log" 2>&1 & pids+=($!)
+setsid .venv/bin/edgetwin run -c config/demo.yaml > "$STATE/edgetwin.log" 2>&1 & pids+=($!)
 echo "Gateway started (log: $STATE/edgetwin.log, status: .venv/bin/edgetwin status -c config/demo.yaml)"
 
 "$PY" hil/twinwatch.py --port "$BROKER_PORT" --base edgetwin/v1/gw-demo

@@ -112,11 +112,15 @@ class MqttSession:
                     return
             except (aiomqtt.MqttError, OSError) as err:
                 self._outbox.rewind()
-                first = self.connected or self.last_error is None
+                lost = self.connected
+                first_of_outage = lost or self.last_error is None
                 self._set_connected(False, f"{type(err).__name__}: {err}")
+                # Logged once per outage (on the loss, or on the first failed connect);
+                # every failed attempt is counted.
                 self._telemetry.emit_error(
-                    "sync", "disconnected" if first else "connect_failed", "session", err,
-                    log=first, broker=self.broker,
+                    "sync", "disconnected" if lost else "connect_failed", "session", err,
+                    log=first_of_outage, broker=self.broker,
+                    message="Broker connection lost" if lost else "Cannot connect to the broker",
                 )
             delay = backoff.next_delay()
             with contextlib.suppress(TimeoutError):

@@ -144,6 +144,14 @@ def configure_logging(
     root.setLevel(lib_level)
     # Anything in edgetwin that still uses the stdlib follows our level, not the libraries'.
     logging.getLogger("edgetwin").setLevel(min_level)
+    for name, level in _QUIET_LIBRARIES.items():
+        logging.getLogger(name).setLevel(max(level, lib_level))
+
+
+# Libraries whose warnings repeat what our wrapper already reports once, with context:
+# pymodbus warns on every failed connect and unanswered request ("Failed to connect",
+# "Repeating....") while the Modbus driver logs each outage once through SourceHealth.
+_QUIET_LIBRARIES = {"pymodbus": logging.ERROR}
 
 
 def _remove_own_handlers(root: logging.Logger) -> None:
@@ -170,3 +178,5 @@ def reset_logging() -> None:
         root.setLevel(_saved_root_level)
         _saved_root_level = None
     logging.getLogger("edgetwin").setLevel(logging.NOTSET)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET)
