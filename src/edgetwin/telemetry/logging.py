@@ -144,14 +144,14 @@ def configure_logging(
     root.setLevel(lib_level)
     # Anything in edgetwin that still uses the stdlib follows our level, not the libraries'.
     logging.getLogger("edgetwin").setLevel(min_level)
-    for name, level in _QUIET_LIBRARIES.items():
-        logging.getLogger(name).setLevel(max(level, lib_level))
+    for library, quiet_level in _QUIET_LIBRARIES.items():
+        logging.getLogger(library).setLevel(max(quiet_level, lib_level))
 
 
 # Libraries whose warnings repeat what our wrapper already reports once, with context:
 # pymodbus warns on every failed connect and unanswered request ("Failed to connect",
 # "Repeating....") while the Modbus driver logs each outage once through SourceHealth.
-_QUIET_LIBRARIES = {"pymodbus": logging.ERROR}
+_QUIET_LIBRARIES: dict[str, int] = {"pymodbus": logging.ERROR}
 
 
 def _remove_own_handlers(root: logging.Logger) -> None:

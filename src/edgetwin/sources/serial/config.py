@@ -1,4 +1,4 @@
-"""Serial line-protocol source configuration (the driver comes with the southbound-drivers issue)."""
+"""Serial line-protocol source configuration; the driver comes with the southbound issue."""
 
 from __future__ import annotations
 
