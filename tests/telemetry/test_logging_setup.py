@@ -99,18 +99,29 @@ def test_console_without_tty_has_no_colours() -> None:
 
 
 def test_stdlib_records_go_through_as_json() -> None:
-    """Library records (pymodbus, asyncio) land in the same stream as JSON with their logger."""
+    """Library records (aiomqtt, asyncio) land in the same stream as JSON with their logger."""
     stream = io.StringIO()
     configure_logging(fmt="json", stream=stream, environ={"INVOCATION_ID": "x"})
-    logging.getLogger("pymodbus.client").warning("Connection to %s lost", "192.0.2.10")
-    logging.getLogger("pymodbus.client").info("Chatty detail")  # below the library level
+    logging.getLogger("aiomqtt.client").warning("Connection to %s lost", "192.0.2.10")
+    logging.getLogger("aiomqtt.client").info("Chatty detail")  # below the library level
 
     (line,) = _lines(stream)
     assert line == {
         "event": "Connection to 192.0.2.10 lost",
         "level": "warning",
-        "logger": "pymodbus.client",
+        "logger": "aiomqtt.client",
     }
+
+
+def test_pymodbus_warnings_are_left_to_the_driver() -> None:
+    """pymodbus repeats a warning per failed attempt; the driver logs each outage once instead."""
+    stream = io.StringIO()
+    configure_logging(fmt="json", stream=stream, environ={"INVOCATION_ID": "x"})
+    logging.getLogger("pymodbus.logging").warning("Failed to connect")
+    logging.getLogger("pymodbus.logging").error("Unexpected frame")
+
+    (line,) = _lines(stream)
+    assert line["event"] == "Unexpected frame"
 
 
 def test_stdlib_exception_is_one_line() -> None:
