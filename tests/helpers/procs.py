@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import select
 import shutil
 import signal
@@ -68,14 +69,29 @@ def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 5.0) -> int:
 class Broker:
     """A private Mosquitto on a loopback port that tests can stop and start again."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, users: dict[str, str] | None = None
+    ) -> None:
         self.port = port or free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = workdir / "mosquitto.conf"
+        auth = "allow_anonymous true\n"
+        if users:
+            passwd = workdir / "mosquitto.passwd"
+            for user, password in users.items():
+                subprocess.run(  # mosquitto_passwd ships with Debian's mosquitto
+                    ["mosquitto_passwd", "-b", *([] if passwd.exists() else ["-c"]),
+                     str(passwd), user, password],
+                    check=True, capture_output=True, timeout=30,
+                )
+            auth = f"allow_anonymous false\npassword_file {passwd}\n"
         self.conf.write_text(
             f"listener {self.port} {LOOPBACK}\n"
-            "allow_anonymous true\n"
+            # Started as root, mosquitto drops to user "mosquitto", which cannot read the
+            # test's private temp dir; stay the user we are.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+            f"{auth}"
             "persistence false\n"
             # The default of 1000 silently drops QoS 1 messages for slow test subscribers.
             "max_queued_messages 0\n"

@@ -15,6 +15,7 @@ from edgetwin.telemetry import Telemetry
 from edgetwin.twin import TwinStore
 from tests.helpers.mqtt import Received, Recorder
 from tests.helpers.procs import Broker
+from tests.helpers.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -113,3 +114,31 @@ async def test_stop_while_broker_down_returns_promptly_and_keeps_entries(
     await asyncio.wait_for(task, 3)
     assert rig.outbox.depth() == 1
     assert not rig.session.connected
+
+
+async def test_password_comes_from_a_file_and_a_wrong_one_is_counted(tmp_path: Path) -> None:
+    """The broker password is read from password_file; a refused login is retried, not fatal."""
+    broker = Broker(tmp_path, users={"gw1": "s3cret"})
+    broker.start()
+    try:
+        secret = tmp_path / "mqtt.password"
+        secret.write_text("wrong\n")
+        rig = Rig(tmp_path, broker.port)
+        mqtt = MqttConfig(host="127.0.0.1", port=broker.port, username="gw1",
+                          password_file=secret)
+        rig.session = MqttSession(SyncConfig(mqtt=mqtt), "gw1", rig.outbox, rig.twin,
+                                  rig.telemetry)
+        task = asyncio.create_task(rig.session.run(rig.stop, drain_s=1.0))
+        await rig.feed(1)
+        await until(lambda: rig.telemetry.errors_count("sync", "connect_failed") >= 1,
+                    what="a refused login is counted")
+        assert not rig.session.connected
+        assert rig.outbox.depth() == 1
+
+        secret.write_text("s3cret\n")  # fixed on disk: the next attempt reads it again
+        await until(lambda: rig.outbox.depth() == 0, what="the queued delta is delivered")
+        assert rig.session.connected
+        rig.stop.set()
+        await asyncio.wait_for(task, 5)
+    finally:
+        broker.stop(kill=True)

@@ -27,6 +27,7 @@ import structlog
 from edgetwin import __version__
 from edgetwin.config import GatewayConfig, InvalidConfig, SourceConfig, load_config
 from edgetwin.core.counter import ReservedCounter, write_atomically
+from edgetwin.core.errors import StoreError
 from edgetwin.core.types import PointSpec, Quality, Sample, asset_of
 from edgetwin.daemon.supervisor import supervise
 from edgetwin.outbox import MemoryOutbox
@@ -105,8 +106,13 @@ class Daemon:
 
         state_dir = config.gateway.state_dir
         self.twin = TwinStore(point_specs(config), state_dir)
+        try:
+            sequence = ReservedCounter(state_dir / "outbox.seq")
+        except OSError as err:
+            msg = f"outbox sequence in {state_dir} cannot be opened: {err}"
+            raise StoreError(msg) from err
         self.outbox = MemoryOutbox(
-            ReservedCounter(state_dir / "outbox.seq"),
+            sequence,
             self.telemetry,
             config.buffer.max_bytes,
             config.buffer.on_full,
@@ -177,10 +183,18 @@ class Daemon:
     async def _start_http(self) -> None:
         address = self.config.health.metrics.host_port()
         if address is not None:
-            self.http = await start_http(*address, {
-                "/metrics": self.telemetry.metrics_route,
-                "/status": lambda: ("application/json", json.dumps(self.status()).encode()),
-            })
+            try:
+                self.http = await start_http(*address, {
+                    "/metrics": self.telemetry.metrics_route,
+                    "/status": lambda: ("application/json", json.dumps(self.status()).encode()),
+                })
+            except OSError as err:
+                # The plant keeps running without its metrics; the operator sees why.
+                self.telemetry.emit_error(
+                    "daemon", "metrics_listen_failed", "start", err,
+                    listen=self.config.health.metrics.listen,
+                    message="Metrics and status endpoint unavailable; running without it",
+                )
         run_file = {
             "pid": os.getpid(),
             "started_ns": self.started_ns,

@@ -23,7 +23,7 @@ from edgetwin.telemetry import configure_logging, fetch_json
 EX_OK = 0
 EX_INVALID = 2  # check-config: the file has problems
 EX_UNAVAILABLE = 69  # status: no daemon answers
-EX_SOFTWARE = 70
+EX_CANTCREAT = 73  # run: the state directory cannot be opened
 EX_CONFIG = 78  # run: invalid config; the unit's RestartPreventExitStatus=78 stops a loop
 DEFAULT_CONFIG = Path("/etc/edgetwin/gateway.yaml")
 
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(main())
     except StoreError as err:
         log.error("Cannot open the state directory", error=str(err))
-        return EX_CONFIG if isinstance(err.__cause__, PermissionError) else EX_SOFTWARE
+        return EX_CANTCREAT
     except KeyboardInterrupt:
         return EX_OK
 
