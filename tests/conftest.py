@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from plcsim import SimProcess
 from tests.helpers.mqtt import Recorder
 from tests.helpers.procs import Broker, PlcSim
 
@@ -30,7 +31,17 @@ def plcsim() -> Iterator[PlcSim]:
 
 
 @pytest.fixture
-def recorder_factory(broker: Broker) -> Iterator[type[Recorder] | object]:
+async def modbus_sim() -> AsyncIterator[SimProcess]:
+    """The same skid through plcsim's async launcher, which also offers kill/pause/resume."""
+    sim = await SimProcess.start("modbus", "--host", "127.0.0.1", "--port", "0")
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+@pytest.fixture
+def recorder_factory(broker: Broker) -> Iterator[Callable[..., Recorder]]:
     """Make recording subscribers on the test broker; all are closed after the test."""
     made: list[Recorder] = []
 

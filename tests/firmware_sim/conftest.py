@@ -11,16 +11,6 @@ from plcsim import SimProcess
 
 
 @pytest.fixture
-async def modbus_sim() -> AsyncIterator[SimProcess]:
-    """A plcsim pump skid on 127.0.0.1 and an ephemeral port."""
-    sim = await SimProcess.start("modbus", "--host", "127.0.0.1", "--port", "0")
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
-@pytest.fixture
 async def client(modbus_sim: SimProcess) -> AsyncIterator[AsyncModbusTcpClient]:
     """A connected pymodbus client (no reconnect, no retries)."""
     modbus = AsyncModbusTcpClient(modbus_sim.host, port=modbus_sim.port, timeout=2,

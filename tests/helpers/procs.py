@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
@@ -66,7 +65,22 @@ def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 5.0) -> int:
     return int(proc.returncode)
 
 
-class Broker:
+class _Child:
+    """A peer process that tests stop (politely or with SIGKILL) and start again."""
+
+    proc: subprocess.Popen[Any] | None = None
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop it; ``kill`` (SIGKILL) gives it no chance to close its connections."""
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        stop_process(self.proc)
+        self.proc = None
+
+
+class Broker(_Child):
     """A private Mosquitto on a loopback port that tests can stop and start again."""
 
     def __init__(
@@ -114,19 +128,8 @@ class Broker:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop the broker (SIGKILL with ``kill``); its port is reused by ``start``."""
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-            self.proc.wait()
-        else:
-            stop_process(self.proc)
-        self.proc = None
 
-
-class PlcSim:
+class PlcSim(_Child):
     """firmware-sim's Modbus pump skid as a subprocess."""
 
     def __init__(self, port: int = 0) -> None:
@@ -143,20 +146,6 @@ class PlcSim:
         assert self.proc.stdout is not None
         line = read_json_line(self.proc.stdout, 10.0)
         self.port = int(line["port"])
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop it; ``kill`` gives the device no chance to close its connections."""
-        if self.proc is None:
-            return
-        if kill:
-            self.proc.kill()
-            self.proc.wait()
-            with contextlib.suppress(Exception):
-                assert self.proc.stdout is not None
-                self.proc.stdout.close()
-        else:
-            stop_process(self.proc)
-        self.proc = None
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -114,7 +114,7 @@ def test_stdlib_records_go_through_as_json() -> None:
 
 
 def test_pymodbus_warnings_are_left_to_the_driver() -> None:
-    """pymodbus repeats a warning per failed attempt; the driver logs each outage once instead."""
+    """Pymodbus repeats a warning per failed attempt; the driver logs each outage once instead."""
     stream = io.StringIO()
     configure_logging(fmt="json", stream=stream, environ={"INVOCATION_ID": "x"})
     logging.getLogger("pymodbus.logging").warning("Failed to connect")

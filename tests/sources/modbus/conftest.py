@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 
 from edgetwin.core.types import Sample
-from plcsim import SimProcess
 
 WAIT_S = 10.0  # upper bound for any awaited condition; tests normally finish far sooner
 
@@ -105,16 +104,6 @@ class BatchRecorder(Recorder):
         found = await self._until(find, f"no matching batch within {timeout_s} s", timeout_s)
         assert isinstance(found, tuple)
         return found
-
-
-@pytest.fixture
-async def modbus_sim() -> AsyncIterator[SimProcess]:
-    """A plcsim pump skid on 127.0.0.1 and an ephemeral port."""
-    sim = await SimProcess.start("modbus", "--host", "127.0.0.1", "--port", "0")
-    try:
-        yield sim
-    finally:
-        await sim.stop()
 
 
 @pytest.fixture
