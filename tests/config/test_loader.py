@@ -154,3 +154,19 @@ def test_schema_is_json_schema_of_every_section() -> None:
         "gateway", "sources", "vibration", "anomaly", "sync", "buffer", "commands", "health",
     }
     assert schema["additionalProperties"] is False
+
+
+def test_control_character_is_a_problem_with_its_position() -> None:
+    """A character YAML forbids (found by fuzzing) is reported where it stands."""
+    (problem,) = problems("gateway:\n  id: g\x08w\n")
+    assert problem == "gw.yaml:2:8: (yaml): not valid YAML: character U+0008 is not allowed"
+
+
+def test_unreadable_file_is_a_problem(tmp_path: Path) -> None:
+    """A file that is not UTF-8 (or not there) is one problem, not a traceback."""
+    binary = tmp_path / "gw.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InvalidConfig, match="cannot read"):
+        load_config(binary, source_configs())
+    with pytest.raises(InvalidConfig, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", source_configs())

@@ -118,9 +118,15 @@ def _has_deeper(loc: tuple[str | int, ...], errors: Sequence[Mapping[str, Any]])
     return any(len(e["loc"]) > len(loc) and e["loc"][: len(loc)] == loc for e in errors)
 
 
-def _yaml_problem(file: str, err: yaml.YAMLError) -> Problem:
+def _yaml_problem(file: str, err: yaml.YAMLError, text: str) -> Problem:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    if isinstance(err, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+        character = f"U+{err.character:04X}" if isinstance(err.character, int) else "byte"
+        return Problem(file, line, column, "(yaml)",
+                       f"not valid YAML: character {character} is not allowed")
     problem = getattr(err, "problem", None) or str(err)
     context = getattr(err, "context", None)
     message = f"{context}: {problem}" if context else str(problem)
@@ -151,12 +157,15 @@ def parse_config(
     Raises:
         InvalidConfig: with every problem found, in file order.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters already
+    except yaml.YAMLError as err:
+        raise InvalidConfig([_yaml_problem(file, err, text)]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as err:
-        raise InvalidConfig([_yaml_problem(file, err)]) from None
+        raise InvalidConfig([_yaml_problem(file, err, text)]) from None
     finally:
         loader.dispose()
 

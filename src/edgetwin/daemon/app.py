@@ -273,6 +273,7 @@ class Daemon:
     async def _housekeeping(self) -> None:
         """Staleness, periodic twin snapshots, gauges; its heartbeat feeds the watchdog."""
         last_save = time.monotonic()
+        last_status = ""
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)  # a period, not synchronisation
             self._heartbeat = time.monotonic()
@@ -286,6 +287,10 @@ class Daemon:
             self._bytes.set(self.outbox.nbytes())
             for quality, count in self.twin.qualities().items():
                 self._points.labels(quality).set(count)
+            status = self._status_line()
+            if status != last_status:  # `systemctl status` shows the latest STATUS= line
+                self.notifier.notify(STATUS=status)
+                last_status = status
 
     async def _flush_stale(self) -> None:
         deltas = self.twin.sweep_stale()
@@ -358,7 +363,8 @@ class Daemon:
 
     def _status_line(self) -> str:
         up = sum(1 for n in self._sources if self.telemetry.source_health(n).state == "up")
-        return f"{len(self._sources)} sources ({up} up), {self.outbox.depth()} queued"
+        broker = "broker connected" if self.session and self.session.connected else "broker down"
+        return f"{len(self._sources)} sources ({up} up), {broker}, {self.outbox.depth()} queued"
 
     def status(self) -> dict[str, Any]:
         """Everything ``edgetwin status`` shows."""
