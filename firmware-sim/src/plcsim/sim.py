@@ -76,6 +76,8 @@ class Sim:
         self.plant.tick(dt_s)
         shaft_hz = self.plant.speed_rpm / 60.0
         self.vibration.advance(self.now_s(), dt_s, shaft_hz, self.faults.active("bearing"))
+        self.ticked.set()  # wakes every waiter; clearing at once keeps it edge-triggered
+        self.ticked.clear()
 
     async def run(self) -> None:
         """Tick forever on a drift-free real-time grid; cancel to stop."""
@@ -85,8 +87,6 @@ class Sim:
             deadline += self.tick_s
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             self.step(self.tick_s * self.speedup)
-            self.ticked.set()
-            self.ticked.clear()
 
     # -- reads and writes --------------------------------------------------------------------
 
@@ -96,6 +96,9 @@ class Sim:
         Names: counter, speed, speed_setpoint, current, motor_temp, flow, pressure,
         tank_level, valve_position (numbers); run, tripped, level_low, running (0/1).
         """
+        return self.faults.signal(name, self._raw(name))
+
+    def _raw(self, name: str) -> float:
         plant = self.plant
         raw: dict[str, float] = {
             "counter": plant.counter,
@@ -112,7 +115,7 @@ class Sim:
             "tripped": float(plant.tripped),
             "level_low": float(plant.level_low),
         }
-        return self.faults.signal(name, raw[name])
+        return raw[name]
 
     def write(self, face: str, target: str, name: str, value: float | bool) -> WriteResult:
         """A write from ``face`` to plant input ``name``: the PLC logic decides; it is logged."""
@@ -141,6 +144,9 @@ class Sim:
         self._disconnect_listeners.append(callback)
 
     def _on_fault(self, fault: Fault) -> None:
+        if fault.kind == "stuck" and fault.target in _ATTR:
+            # Stuck at the value the sensor had when the fault began, unless one was given.
+            fault.state["value"] = fault.params.get("value", self._raw(fault.target))
         if fault.kind == "reboot":
             self.plant.reboot()
             for callback in self._reboot_listeners:
