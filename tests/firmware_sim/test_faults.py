@@ -75,6 +75,7 @@ def test_reboot_silences_every_face_and_resets_the_plc() -> None:
 @pytest.mark.parametrize(("kind", "target", "message"), [
     ("meteor", "*", "unknown fault kind"),
     ("stuck", "*", "needs a signal"),
+    ("bearing", "vib_de", "needs a mode"),
 ])
 def test_bad_fault_requests_are_refused(kind: str, target: str, message: str) -> None:
     """Unknown kinds and signal faults without a signal are errors."""

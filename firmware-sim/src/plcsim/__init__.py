@@ -8,17 +8,21 @@ from plcsim.faults import Fault, FaultError, FaultSet
 from plcsim.launch import SimProcess, SimStartError
 from plcsim.plant import PumpSkid, WriteResult
 from plcsim.sim import Face, Sim
+from plcsim.vibration import BearingGeometry, FaultSpec, VibrationSensor
 from plcsim.writelog import WriteLog, WriteRecord
 
 __all__ = [
+    "BearingGeometry",
     "Face",
     "Fault",
     "FaultError",
     "FaultSet",
+    "FaultSpec",
     "PumpSkid",
     "Sim",
     "SimProcess",
     "SimStartError",
+    "VibrationSensor",
     "WriteLog",
     "WriteRecord",
     "WriteResult",

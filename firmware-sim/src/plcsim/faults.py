@@ -87,9 +87,17 @@ class FaultSet:
         if kind in SIGNAL_KINDS and target == "*":
             raise FaultError(f"a {kind} fault needs a signal as target")
         now = self._clock()
+        fault = Fault(0, kind, target, dict(params), now,
+                      None if duration_s is None else now + duration_s)
+        if kind == "bearing":
+            from plcsim.vibration import FaultSpec  # the model owns what a bearing fault means
+
+            try:
+                FaultSpec.from_fault(fault, now)
+            except (ValueError, TypeError) as err:
+                raise FaultError(f"bearing fault: {err}") from None
         with self._lock:
-            fault = Fault(next(self._ids), kind, target, dict(params), now,
-                          None if duration_s is None else now + duration_s)
+            fault.id = next(self._ids)
             self._faults[fault.id] = fault
         for listener in self.listeners:
             listener(fault)
