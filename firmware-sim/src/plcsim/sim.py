@@ -135,13 +135,21 @@ class Sim:
 
     # -- connection events -------------------------------------------------------------------
 
-    def on_reboot(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` when a reboot starts (faces cut their connections)."""
-        self._reboot_listeners.append(callback)
+    def on_reboot(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when a reboot starts (faces cut their connections).
 
-    def on_disconnect(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(face)`` when a disconnect fault starts for a face (or ``*``)."""
+        Returns a function that removes the callback again (for a face that stops).
+        """
+        self._reboot_listeners.append(callback)
+        return lambda: self._reboot_listeners.remove(callback)
+
+    def on_disconnect(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(face)`` when a disconnect fault starts for a face (or ``*``).
+
+        Returns a function that removes the callback again.
+        """
         self._disconnect_listeners.append(callback)
+        return lambda: self._disconnect_listeners.remove(callback)
 
     def _on_fault(self, fault: Fault) -> None:
         if fault.kind == "stuck" and fault.target in _ATTR:
