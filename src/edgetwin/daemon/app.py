@@ -51,6 +51,26 @@ HOUSEKEEPING_S = 0.5
 RUN_FILE = "daemon.json"
 
 
+STOP_SOURCE_S = 1.0
+
+
+async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = STOP_SOURCE_S) -> bool:
+    """Cancel ``task`` and wait for it, cancelling again while it keeps running.
+
+    One cancellation can be lost on Python 3.11 (``asyncio.wait_for`` inside a library
+    swallows it when the awaited result lands at the same moment, CPython gh-86296), so a
+    task that is still running is cancelled again. False when it did not end in time.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not task.done():
+        task.cancel()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.wait({task}, timeout=min(0.1, left))
+    return True
+
+
 def point_specs(config: GatewayConfig) -> dict[str, PointSpec]:
     """What the twin needs of every configured point."""
     return {
@@ -174,9 +194,7 @@ class Daemon:
             except TimeoutError:
                 log.warning("Sync did not finish in time; cancelling it",
                             abandoned=self.outbox.depth())
-                self._sync_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._sync_task
+                await cancel_and_wait(self._sync_task)
         for task in helpers:
             task.cancel()
 
@@ -228,10 +246,12 @@ class Daemon:
 
     async def _stop_source(self, name: str) -> None:
         _config, task = self._sources.pop(name)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and not await cancel_and_wait(task):
+            self.telemetry.emit_error(
+                "daemon", "stop_timeout", "stop",
+                f"source {name!r} did not stop within {STOP_SOURCE_S} s; left behind",
+                source=name,
+            )
         self.telemetry.source_health(name).mark("stopped", None)
 
     async def _ingest(self, source: str, batch: Sequence[Sample]) -> None:
@@ -263,9 +283,7 @@ class Daemon:
             try:
                 await asyncio.wait_for(asyncio.shield(self._sync_task), SYNC_DRAIN_S + 1.5)
             except TimeoutError:
-                self._sync_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._sync_task
+                await cancel_and_wait(self._sync_task)
         self._start_sync(config)
 
     # -- housekeeping, reload, health ----------------------------------------------------------

@@ -211,6 +211,18 @@ class _Link:
             self.session = None
 
 
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that pymodbus swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (which pymodbus awaits for every response) drops
+    a cancellation that arrives while the response is completing (CPython gh-86296, fixed
+    in 3.12); the task's ``cancelling()`` count still shows it was asked to stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _failure_code(err: ModbusException, client: AsyncModbusTcpClient) -> str:
     if isinstance(err, ConnectionException) or not client.connected:
         return "connection_lost"
@@ -274,6 +286,7 @@ class _Poller:
                 batch = await self._cycle(session)
             except _LinkLost:
                 continue
+            _raise_if_cancelling()
             reported_down = False
             await self._emit(batch)
             self._health.cycle(loop.time() - started_s)
