@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="answer this one unit id only (0: every unit id)")
     rtu = commands.add_parser("rtu", help="Modbus RTU face on a pty")
     rtu.add_argument("--baudrate", type=int, default=19200)
-    rtu.add_argument("--parity", choices=["N", "E", "O"], default="E")
+    # N by default: Linux ptys refuse even parity when pyserial asks for it.
+    rtu.add_argument("--parity", choices=["N", "E", "O"], default="N")
     opcua = commands.add_parser("opcua", help="OPC UA face")
     opcua.add_argument("--port", type=int, default=4840, help="TCP port; 0 picks a free one")
     line = commands.add_parser("line", help="ASCII weighing scale on a pty")
@@ -81,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rtu", action="store_true", help="Modbus RTU on a pty")
     serve.add_argument("--line", action="store_true", help="the weighing scale on a pty")
     serve.add_argument("--baudrate", type=int, default=19200)
-    serve.add_argument("--parity", choices=["N", "E", "O"], default="E")
+    serve.add_argument("--parity", choices=["N", "E", "O"], default="N")
     serve.add_argument("--rate", type=float, default=2.0)
     for face in (modbus, rtu, opcua, line, serve):
         _add_sim_options(face)
@@ -140,7 +141,11 @@ async def _serve(args: argparse.Namespace) -> int:
     from plcsim.scenario import Scenario, ScenarioError
 
     sim = Sim(args.seed, speedup=args.speedup, tick_s=args.tick)
-    faces = _faces(args, sim)
+    try:
+        faces = _faces(args, sim)
+    except ValueError as err:  # a face refusing its settings (unit ids, line settings)
+        print(f"plcsim {args.command}: {err}", file=sys.stderr)
+        return EX_USAGE
     if not faces:
         print("plcsim serve: name at least one face (--modbus, --opcua, --rtu, --line)",
               file=sys.stderr)

@@ -59,6 +59,8 @@ class Sim:
         self._disconnect_listeners: list[Callable[[str], None]] = []
         self.faults.listeners.append(self._on_fault)
         self.ticked = asyncio.Event()  # set after every tick, for waiters
+        # A first capture at power-on, so a waveform read before the first tick is a signal.
+        self.vibration.advance(0.0, 0.0, self.plant.speed_rpm / 60.0, [])
 
     def now_s(self) -> float:
         """Plant time in seconds since the simulation started."""
@@ -122,7 +124,8 @@ class Sim:
         if self.rebooting:
             result = WriteResult(False, "PLC is rebooting")
         elif name == "reset_trip":
-            result = self.plant.reset_trip()
+            # A push button: writing it false (releasing it) does nothing.
+            result = self.plant.reset_trip() if value else WriteResult(True)
         else:
             result = self.plant.write(name, value)
         self.writes.record(face, target, name, value, accepted=result.accepted,
