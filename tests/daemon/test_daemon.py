@@ -74,7 +74,9 @@ def test_restart_keeps_versions_and_sequence_growing(
     rec.wait_for(lambda m: m.topic.endswith("/reported") and m.json()["seq"] > max_seq)
     after = [m.json() for m in rec.on("/reported")[count_before:]]
     assert after and all(d["v"] > max_v and d["seq"] > max_seq for d in after)
-    gateway.terminate()
+    code, took_s = gateway.terminate()
+    assert code == 0
+    assert took_s < 5.0, gateway.log_text()[-3000:]
 
 
 def test_reload_keeps_old_config_when_broken_and_applies_a_valid_one(

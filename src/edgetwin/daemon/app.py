@@ -28,6 +28,7 @@ from edgetwin import __version__
 from edgetwin.config import GatewayConfig, InvalidConfig, SourceConfig, load_config
 from edgetwin.core.counter import ReservedCounter, write_atomically
 from edgetwin.core.errors import StoreError
+from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import PointSpec, Quality, Sample, asset_of
 from edgetwin.daemon.supervisor import supervise
 from edgetwin.outbox import MemoryOutbox
@@ -52,23 +53,6 @@ RUN_FILE = "daemon.json"
 
 
 STOP_SOURCE_S = 1.0
-
-
-async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = STOP_SOURCE_S) -> bool:
-    """Cancel ``task`` and wait for it, cancelling again while it keeps running.
-
-    One cancellation can be lost on Python 3.11 (``asyncio.wait_for`` inside a library
-    swallows it when the awaited result lands at the same moment, CPython gh-86296), so a
-    task that is still running is cancelled again. False when it did not end in time.
-    """
-    deadline = time.monotonic() + timeout_s
-    while not task.done():
-        task.cancel()
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        await asyncio.wait({task}, timeout=min(0.1, left))
-    return True
 
 
 def point_specs(config: GatewayConfig) -> dict[str, PointSpec]:
@@ -246,7 +230,7 @@ class Daemon:
 
     async def _stop_source(self, name: str) -> None:
         _config, task = self._sources.pop(name)
-        if task is not None and not await cancel_and_wait(task):
+        if task is not None and not await cancel_and_wait(task, STOP_SOURCE_S):
             self.telemetry.emit_error(
                 "daemon", "stop_timeout", "stop",
                 f"source {name!r} did not stop within {STOP_SOURCE_S} s; left behind",

@@ -27,6 +27,7 @@ import structlog
 from edgetwin.config.model import MqttProtocol, Scheme, SyncConfig
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.ports import Outbox, TwinView
+from edgetwin.core.tasks import cancel_and_wait, raise_if_cancelling
 from edgetwin.core.types import Delivery, OutboxEntry
 from edgetwin.sync.jsontwin import JsonTwinEncoder
 from edgetwin.sync.message import MqttMessage
@@ -199,7 +200,7 @@ class MqttSession:
                 await stop.wait()
                 await self._drain(drain_s)
                 for task in [*tasks, *self._deliveries]:
-                    task.cancel()
+                    await cancel_and_wait(task)
         except BaseExceptionGroup as group_error:
             raise _link_error(group_error) from None
         finally:
@@ -223,6 +224,7 @@ class MqttSession:
 
     async def _publish_outbox(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
         while True:
+            raise_if_cancelling()  # aiomqtt's wait_for may have swallowed a cancellation
             for entry in await self._outbox.claim(self._config.max_batch):
                 try:
                     message = self.encoder.reported(entry)
@@ -261,6 +263,7 @@ class MqttSession:
             await self._dirty_event.wait()
             self._dirty_event.clear()
             await self._publish_snapshots(client)
+            raise_if_cancelling()  # aiomqtt's wait_for may have swallowed a cancellation
             # Pacing, not synchronisation: a busy asset gets one retained snapshot per interval.
             await asyncio.sleep(self._config.json_.snapshot_interval)
 

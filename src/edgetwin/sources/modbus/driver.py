@@ -45,6 +45,7 @@ from pymodbus.exceptions import (
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.errors import DecodeError, SourceUnavailable
 from edgetwin.core.ports import Emit, SourceHealth
+from edgetwin.core.tasks import raise_if_cancelling
 from edgetwin.core.types import Quality, Sample
 from edgetwin.sources.modbus.config import ModbusPoint, ModbusTcpConfig, RegisterKind
 from edgetwin.sources.modbus.decode import decode_point
@@ -211,18 +212,6 @@ class _Link:
             self.session = None
 
 
-def _raise_if_cancelling() -> None:
-    """Honour a cancellation that pymodbus swallowed.
-
-    On Python 3.11, ``asyncio.wait_for`` (which pymodbus awaits for every response) drops
-    a cancellation that arrives while the response is completing (CPython gh-86296, fixed
-    in 3.12); the task's ``cancelling()`` count still shows it was asked to stop.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 def _failure_code(err: ModbusException, client: AsyncModbusTcpClient) -> str:
     if isinstance(err, ConnectionException) or not client.connected:
         return "connection_lost"
@@ -286,7 +275,7 @@ class _Poller:
                 batch = await self._cycle(session)
             except _LinkLost:
                 continue
-            _raise_if_cancelling()
+            raise_if_cancelling()  # pymodbus may have swallowed a cancellation
             reported_down = False
             await self._emit(batch)
             self._health.cycle(loop.time() - started_s)

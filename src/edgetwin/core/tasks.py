@@ -1,0 +1,35 @@
+"""Cancellation that holds on Python 3.11, whose ``asyncio.wait_for`` can lose one.
+
+``asyncio.wait_for`` (awaited by pymodbus for every response and by aiomqtt for every
+acknowledgement) drops a cancellation that arrives while the awaited result is landing
+(CPython gh-86296, fixed in 3.12). A loop around such a call then runs on after it was
+cancelled, and a TaskGroup or a shutdown waiting for it hangs. The task's ``cancelling()``
+count still records the request, so loops check it, and stoppers cancel until the task ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if the current task was asked to stop and a library swallowed it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = 1.0) -> bool:
+    """Cancel ``task`` and wait for it to end, cancelling again while it keeps running.
+
+    Returns False when it did not end within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not task.done():
+        task.cancel()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.wait({task}, timeout=min(0.1, left))
+    return True
