@@ -37,7 +37,7 @@ def test_stuck_sensor_holds_its_value_while_the_plant_moves() -> None:
 
 
 def test_drift_grows_with_time_and_noise_scatters() -> None:
-    """Drift adds rate × elapsed; noise changes reads around the true value."""
+    """Drift adds rate times elapsed; noise changes reads around the true value."""
     sim = Sim(seed=1)
     sim.faults.add("drift", "pressure", rate_per_s=0.1)
     step(sim, 10)

@@ -159,7 +159,7 @@ def call(base_url: str, method: str, path: str, body: Any = None, timeout_s: flo
     request = urllib.request.Request(base_url.rstrip("/") + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310  # loopback API
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # loopback API
             return json.loads(response.read())
     except urllib.error.HTTPError as err:
         detail = json.loads(err.read() or b"{}").get("error", err.reason)

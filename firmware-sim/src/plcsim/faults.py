@@ -19,7 +19,9 @@ Kinds and their parameters:
 | disconnect | face | — | open connections are cut; new ones are accepted |
 | garbage | face | rate_hz, size | random bytes injected on a serial line |
 | reboot | * | — | registers reset, connections cut, no answers until it ends |
-| bearing | signal | mode (outer/inner/ball/imbalance/misalignment/looseness), severity, growth_per_s | a mechanical fault in the vibration model |
+| bearing | sensor | mode, severity, growth_per_s | a mechanical fault in the vibration model |
+
+Bearing modes: outer, inner, ball, imbalance, misalignment, looseness (see vibration.py).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class FaultSet:
         self._faults: dict[int, Fault] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)  # noqa: S311  # simulation, not cryptography
+        self._rng = random.Random(seed)  # simulation, not cryptography
         self.listeners: list[Callable[[Fault], None]] = []  # told when a fault starts
 
     def add(self, kind: str, target: str = "*", duration_s: float | None = None,

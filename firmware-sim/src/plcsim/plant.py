@@ -9,7 +9,7 @@ test can predict what it should see:
 - motor temperature is first order: it relaxes towards ambient plus a rise proportional to
   the square of the load current (copper losses), with a time constant of minutes;
 - pump flow and head follow the affinity laws (flow ∝ n, head ∝ n²) against a system curve;
-- the tank integrates inflow (valve opening × supply, with a slow upstream swing) minus the
+- the tank integrates inflow (valve opening x supply, with a slow upstream swing) minus the
   pump's flow;
 - the PLC's own logic — independent of any gateway — refuses to start the pump below the
   low-level limit, stops it when the level falls there (dry-run protection), and trips on

@@ -163,8 +163,8 @@ class Sim:
             for callback in self._reboot_listeners:
                 callback()
         elif fault.kind == "disconnect":
-            for callback in self._disconnect_listeners:
-                callback(fault.target)
+            for on_disconnect in self._disconnect_listeners:
+                on_disconnect(fault.target)
 
     def state(self) -> dict[str, Any]:
         """The true plant state (no sensor faults), for the control API and judges."""
