@@ -36,6 +36,7 @@ bench: system-deps $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests firmware-sim/src hil
 	$(VENV)/bin/mypy
+	MYPYPATH=firmware-sim/src $(VENV)/bin/mypy --strict firmware-sim/src/plcsim
 
 clean:
 	rm -rf $(VENV) demo-state .pytest_cache .mypy_cache .ruff_cache
