@@ -12,6 +12,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from plcsim import SimProcess
 from plcsim.control import call
+from tests.helpers.waiting import until
 
 
 async def api(url: str, method: str, path: str, body: object = None) -> object:
@@ -66,14 +67,12 @@ async def test_scenario_file_plays_from_the_start(tmp_path: Path) -> None:
                                  str(scenario))
     try:
         assert sim.control is not None
-        async with asyncio.timeout(10):
-            while not await api(sim.control, "GET", "/faults"):
-                await asyncio.sleep(0.05)  # polling the API; plant time runs 20x
+        control = sim.control
+        await until(lambda: bool(call(control, "GET", "/faults")), what="the dropout starts")
         state = await api(sim.control, "GET", "/state")
         assert state["t_s"] >= 2  # type: ignore[index]
-        async with asyncio.timeout(10):
-            while not await api(sim.control, "GET", "/writes?face=scenario"):
-                await asyncio.sleep(0.05)
+        await until(lambda: bool(call(control, "GET", "/writes?face=scenario")),
+                    what="the scenario's write")
         state = await api(sim.control, "GET", "/state")
         assert state["values"]["speed_setpoint"] == 1300  # type: ignore[index]
     finally:
