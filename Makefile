@@ -29,13 +29,14 @@ demo: system-deps $(STAMP)
 test: system-deps $(STAMP)
 	$(PY) -m pytest
 
-## Benchmarks: print figures and one JSON line each.
-bench: $(STAMP)
-	$(PY) hil/bench/bench_pipeline.py
+## Benchmarks: each prints its figures and one JSON line.
+bench: system-deps $(STAMP)
+	@for bench in hil/bench/bench_*.py; do echo "== $$bench"; $(PY) $$bench || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests firmware-sim/src hil
 	$(VENV)/bin/mypy
+	MYPYPATH=firmware-sim/src $(VENV)/bin/mypy --strict firmware-sim/src/plcsim
 
 clean:
 	rm -rf $(VENV) demo-state .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ set -o errexit -o pipefail -o nounset
 missing=()
 command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v mbpoll >/dev/null || missing+=(mbpoll)  # a stock Modbus client for firmware-sim's tests
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""

@@ -4,17 +4,26 @@ plcsim never imports edgetwin: it talks to a gateway only over the wire, so it c
 another gateway too. Start it with ``plcsim modbus --port 5020`` (see ``plcsim --help``).
 """
 
+from plcsim.faults import Fault, FaultError, FaultSet
 from plcsim.launch import SimProcess, SimStartError
-from plcsim.plant import PumpSkid
-from plcsim.registers import RegisterImage, Table
-from plcsim.skid_map import SKID_MAP, MapEntry
+from plcsim.plant import PumpSkid, WriteResult
+from plcsim.sim import Face, Sim
+from plcsim.vibration import BearingGeometry, FaultSpec, VibrationSensor
+from plcsim.writelog import WriteLog, WriteRecord
 
 __all__ = [
-    "SKID_MAP",
-    "MapEntry",
+    "BearingGeometry",
+    "Face",
+    "Fault",
+    "FaultError",
+    "FaultSet",
+    "FaultSpec",
     "PumpSkid",
-    "RegisterImage",
+    "Sim",
     "SimProcess",
     "SimStartError",
-    "Table",
+    "VibrationSensor",
+    "WriteLog",
+    "WriteRecord",
+    "WriteResult",
 ]

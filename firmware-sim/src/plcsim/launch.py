@@ -22,15 +22,18 @@ class SimProcess:
     """One running ``plcsim`` process.
 
     Use ``await SimProcess.start("modbus", "--port", "0")``; then ``host``/``port`` tell
-    where it listens. Faults: ``kill`` (SIGKILL, the device vanishes), ``pause``/``resume``
+    where a TCP face listens, ``listening`` holds the whole line (a pty face's ``device``,
+    an OPC UA ``endpoint``, ``faces`` for ``serve``) and ``control`` the control API URL.
+    Faults: ``kill`` (SIGKILL, the device vanishes), ``pause``/``resume``
     (SIGSTOP/SIGCONT, the device hangs). ``stop`` is the clean end (SIGTERM).
     """
 
     def __init__(self, process: asyncio.subprocess.Process, listening: dict[str, Any]) -> None:
         self.process = process
         self.listening = listening
-        self.host: str = listening["host"]
-        self.port: int = listening["port"]
+        self.host: str = listening.get("host", "127.0.0.1")
+        self.port: int = int(listening.get("port", 0))
+        self.control: str | None = listening.get("control")
 
     @classmethod
     async def start(cls, *args: str, timeout_s: float = 15.0) -> SimProcess:

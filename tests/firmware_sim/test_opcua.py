@@ -1,0 +1,269 @@
+"""plcsim's OPC UA face, driven by a real asyncua client over loopback (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
+from plcsim.opcua_face import OpcuaFace, unece_unit_id
+from plcsim.sim import Sim
+
+pytestmark = pytest.mark.sim
+WAIT_S = 5.0
+CONNECTION_FAILED = (OSError, TimeoutError, UaError)  # ConnectionError is an OSError
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Sim]:
+    """A ticking simulation (50 ms ticks)."""
+    simulation = Sim(seed=1, tick_s=0.05)
+    task = asyncio.create_task(simulation.run())
+    yield simulation
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.fixture
+async def listening(sim: Sim) -> AsyncIterator[dict[str, Any]]:
+    """A started OPC UA face on a free loopback port; its listening description."""
+    face = OpcuaFace(sim)
+    description = await face.start()
+    yield description
+    await face.stop()
+
+
+@contextlib.asynccontextmanager
+async def connected(endpoint: str, timeout_s: float = 2.0) -> AsyncIterator[Client]:
+    """A connected client; the watchdog is slowed so it never reconnects on its own."""
+    client = Client(endpoint, timeout=timeout_s, watchdog_intervall=60.0)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(*CONNECTION_FAILED):
+            await client.disconnect()
+
+
+@pytest.fixture
+async def client(listening: dict[str, Any]) -> AsyncIterator[Client]:
+    async with connected(listening["endpoint"]) as opened:
+        yield opened
+
+
+def node(client: Client, listening: dict[str, Any], path: str) -> Node:
+    return client.get_node(f"ns={listening['namespace_index']};s={path}")
+
+
+async def eventually(read: Callable[[], Awaitable[Any]], check: Callable[[Any], bool]) -> Any:
+    """Read until ``check`` holds (the sim ticks every 50 ms)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            value = await read()
+            if check(value):
+                return value
+            await asyncio.sleep(0.05)
+
+
+async def test_listening_tree_units_and_values(
+    sim: Sim, listening: dict[str, Any], client: Client
+) -> None:
+    """The endpoint, the namespace, the node tree, units and ranges, live values."""
+    port = int(listening["endpoint"].rsplit(":", 1)[1].split("/")[0])
+    assert listening == {"protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/plcsim",
+                         "namespace": "urn:edgetwin:plcsim",
+                         "namespace_index": listening["namespace_index"]}
+    assert port > 0
+    assert await client.get_namespace_index("urn:edgetwin:plcsim") == listening["namespace_index"]
+
+    skid = await client.nodes.objects.get_child(f"{listening['namespace_index']}:PumpSkid")
+    names = {(await child.read_browse_name()).Name for child in await skid.get_children()}
+    assert names == {"Motor", "Pump", "Tank", "InletValve", "VibrationDE", "Run", "Tripped",
+                     "TripReason", "Counter", "ResetTrip"}
+    motor = node(client, listening, "PumpSkid.Motor")
+    motor_names = {(await c.read_browse_name()).Name for c in await motor.get_children()}
+    assert motor_names == {"Speed", "SpeedSetpoint", "Current", "Temperature", "Running"}
+
+    temperature = node(client, listening, "PumpSkid.Motor.Temperature")
+    units = await (await temperature.get_child("0:EngineeringUnits")).read_value()
+    assert units.NamespaceUri == "http://www.opcfoundation.org/UA/units/un/cefact"
+    assert units.UnitId == unece_unit_id("CEL") == 4408652
+    assert units.DisplayName.Text == "°C"
+    eu_range = await (await temperature.get_child("0:EURange")).read_value()
+    assert (eu_range.Low, eu_range.High) == (0.0, 150.0)
+    type_definition = await temperature.read_type_definition()
+    assert type_definition is not None and type_definition.Identifier == ObjectIds.AnalogItemType
+    flow_units = await node(client, listening, "PumpSkid.Pump.Flow.EngineeringUnits").read_value()
+    assert flow_units.UnitId == unece_unit_id("MQH")
+
+    expected = {
+        "PumpSkid.Motor.Speed": ("speed", 0.5),
+        "PumpSkid.Motor.SpeedSetpoint": ("speed_setpoint", 0.0),
+        "PumpSkid.Motor.Current": ("current", 0.1),
+        "PumpSkid.Motor.Temperature": ("motor_temp", 0.1),
+        "PumpSkid.Pump.Flow": ("flow", 0.2),
+        "PumpSkid.Pump.Pressure": ("pressure", 0.1),
+        "PumpSkid.Tank.Level": ("tank_level", 0.1),
+        "PumpSkid.InletValve.Position": ("valve_position", 0.0),
+        "PumpSkid.Counter": ("counter", 3.0),
+        "PumpSkid.Run": ("run", 0.0),
+        "PumpSkid.Motor.Running": ("running", 0.0),
+        "PumpSkid.Tripped": ("tripped", 0.0),
+        "PumpSkid.Tank.LevelLow": ("level_low", 0.0),
+    }
+    for path, (signal, tolerance) in expected.items():
+        value = await node(client, listening, path).read_value()
+        assert abs(float(value) - sim.signal(signal)) <= tolerance, path
+    assert await node(client, listening, "PumpSkid.TripReason").read_value() == ""
+    capture = await node(client, listening, "PumpSkid.VibrationDE.Capture").read_value()
+    assert len(capture) == sim.vibration.capture_samples
+    rate = await node(client, listening, "PumpSkid.VibrationDE.SampleRateHz").read_value()
+    assert rate == sim.vibration.sample_rate_hz
+
+
+async def test_counter_subscription_notifies_every_tick(
+    listening: dict[str, Any], client: Client
+) -> None:
+    """A data-change subscription on Counter sees it count up as the sim ticks."""
+    seen: asyncio.Queue[int] = asyncio.Queue()
+
+    class Handler:
+        def datachange_notification(self, node: Node, val: int, data: Any) -> None:
+            seen.put_nowait(val)
+
+    subscription = await client.create_subscription(50, Handler())
+    await subscription.subscribe_data_change(node(client, listening, "PumpSkid.Counter"))
+    values: list[int] = []
+    async with asyncio.timeout(WAIT_S):
+        while len(values) < 5:
+            values.append(await seen.get())
+    assert values == sorted(values)
+    assert values[-1] > values[0]
+    await subscription.delete()
+
+
+async def test_writes_go_through_the_plc(
+    sim: Sim, listening: dict[str, Any], client: Client
+) -> None:
+    """Accepted writes change the plant and are logged; refused ones answer Bad and are logged."""
+    setpoint = node(client, listening, "PumpSkid.Motor.SpeedSetpoint")
+    await setpoint.write_value(900.0)
+    assert await setpoint.read_value() == 900.0
+    assert sim.plant.speed_setpoint_rpm == 900.0
+    await eventually(node(client, listening, "PumpSkid.Motor.Speed").read_value,
+                     lambda rpm: rpm < 1400)
+    target = f"ns={listening['namespace_index']};s=PumpSkid.Motor.SpeedSetpoint"
+    accepted = sim.writes.query(face="opcua", name="speed_setpoint_rpm", accepted=True)
+    assert [(r.target, r.value) for r in accepted] == [(target, 900.0)]
+
+    with pytest.raises(UaStatusCodeError) as refused:
+        await setpoint.write_value(5000.0)
+    assert refused.value.code == StatusCodes.BadOutOfRange
+    assert sim.plant.speed_setpoint_rpm == 900.0
+    [record] = sim.writes.query(face="opcua", accepted=False)
+    assert (record.target, record.value) == (target, 5000.0)
+    assert record.reason is not None and "outside" in record.reason
+
+    with pytest.raises(UaStatusCodeError) as mistyped:
+        await setpoint.write_value(ua.Variant(700.0, ua.VariantType.Float))
+    assert mistyped.value.code == StatusCodes.BadTypeMismatch
+    with pytest.raises(UaStatusCodeError) as read_only:
+        await node(client, listening, "PumpSkid.Motor.Speed").write_value(5.0)
+    assert read_only.value.code == StatusCodes.BadNotWritable
+    assert len(sim.writes.query(face="opcua", accepted=False)) == 3
+
+    await node(client, listening, "PumpSkid.InletValve.Position").write_value(30.0)
+    assert sim.plant.valve_position_pct == 30.0
+    await node(client, listening, "PumpSkid.Run").write_value(False)
+    assert sim.plant.run is False
+    await eventually(node(client, listening, "PumpSkid.Motor.Running").read_value,
+                     lambda running: running is False)
+
+
+async def test_reset_trip_is_refused_while_hot(
+    sim: Sim, listening: dict[str, Any], client: Client
+) -> None:
+    """ResetTrip answers Bad while the motor is hot and clears the trip once it cooled."""
+    sim.plant.tripped = True
+    sim.plant.trip_reason = "motor over-temperature"
+    sim.plant.motor_temp_c = 99.0
+    skid = node(client, listening, "PumpSkid")
+    method = f"{listening['namespace_index']}:ResetTrip"
+    with pytest.raises(UaStatusCodeError) as refused:
+        await skid.call_method(method)
+    assert refused.value.code == StatusCodes.BadInvalidState
+    assert sim.plant.tripped
+    with pytest.raises(UaStatusCodeError):  # the trip holds Run off too
+        await node(client, listening, "PumpSkid.Run").write_value(True)
+
+    sim.plant.motor_temp_c = 70.0
+    await skid.call_method(method)
+    assert not sim.plant.tripped
+    await eventually(node(client, listening, "PumpSkid.Tripped").read_value,
+                     lambda tripped: tripped is False)
+    resets = sim.writes.query(face="opcua", name="reset_trip")
+    assert [r.accepted for r in resets] == [False, True]
+    assert resets[0].target == f"ns={listening['namespace_index']};s=PumpSkid.ResetTrip"
+
+
+async def test_dropout_times_out_then_the_same_session_recovers(
+    sim: Sim, listening: dict[str, Any]
+) -> None:
+    """Dropout: requests get no answer and new connections fail; clearing it resumes both."""
+    async with connected(listening["endpoint"], timeout_s=0.5) as opened:
+        counter = node(opened, listening, "PumpSkid.Counter")
+        before = await counter.read_value()
+        fault = sim.faults.add("dropout", "opcua")
+        with pytest.raises(TimeoutError):
+            await counter.read_value()
+        with pytest.raises(CONNECTION_FAILED):
+            async with connected(listening["endpoint"], timeout_s=0.5):
+                pass
+        sim.faults.clear(fault.id)
+        await eventually(counter.read_value, lambda value: value > before)
+
+    latency = sim.faults.add("latency", "opcua", delay_s=0.3)
+    async with connected(listening["endpoint"]) as opened:
+        started = time.monotonic()
+        await node(opened, listening, "PumpSkid.Counter").read_value()
+        assert time.monotonic() - started >= 0.3
+        sim.faults.clear(latency.id)
+        started = time.monotonic()
+        await node(opened, listening, "PumpSkid.Counter").read_value()
+        assert time.monotonic() - started < 0.3
+
+
+async def test_reboot_and_disconnect_cut_connections(
+    sim: Sim, listening: dict[str, Any]
+) -> None:
+    """A reboot cuts sessions and refuses new ones until it ends; a disconnect only cuts."""
+    async with connected(listening["endpoint"], timeout_s=0.5) as opened:
+        counter = node(opened, listening, "PumpSkid.Counter")
+        sim.plant.counter = 100_000
+        await eventually(counter.read_value, lambda value: value >= 100_000)
+        sim.faults.add("reboot", duration_s=0.5)
+        with pytest.raises(CONNECTION_FAILED):
+            await counter.read_value()
+        with pytest.raises(CONNECTION_FAILED):
+            async with connected(listening["endpoint"], timeout_s=0.5):
+                pass
+    await asyncio.sleep(0.6)
+    async with connected(listening["endpoint"]) as opened:
+        assert await node(opened, listening, "PumpSkid.Counter").read_value() < 100  # restarted
+        assert await node(opened, listening, "PumpSkid.Run").read_value() is False
+        sim.faults.add("disconnect", "opcua")
+        with pytest.raises(CONNECTION_FAILED):
+            await node(opened, listening, "PumpSkid.Counter").read_value()
+    async with connected(listening["endpoint"]) as opened:
+        assert await node(opened, listening, "PumpSkid.Counter").read_value() >= 0
