@@ -11,8 +11,8 @@ Records, ``rate_hz`` times a second of real time, each ended by CR LF::
 - ``ST`` stable, ``US`` unstable (moved more than ``STABLE_BAND_KG`` since the previous
   record), ``OL`` overload (beyond the 4+3 digits; the value is clamped);
 - ``GS`` gross weight (this scale has no tare);
-- the weight of the tank contents: ``Sim.signal("tank_level")`` (so sensor faults on
-  ``tank_level`` show) as a fraction of ``TANK_CAPACITY_M3`` of water at 1000 kg/m³, plus a
+- the weight of the tank contents: the physical tank level (with any fault injected on
+  the ``tank_level`` signal applied) as a fraction of ``TANK_CAPACITY_M3`` of water at 1000 kg/m³, plus a
   little Gaussian noise (``NOISE_KG``, seeded from the sim's seed).
 
 Faults (face name ``line``):
@@ -116,7 +116,9 @@ class LineDevice:
 
     def weight_kg(self) -> float:
         """What the scale measures now: the tank contents as water, plus noise."""
-        level_pct = self.sim.signal("tank_level")
+        # The load cell weighs the physical contents (not the level gauge and its noise);
+        # faults injected on the tank_level signal still apply.
+        level_pct = self.sim.faults.signal("tank_level", self.sim.plant.tank_level_pct)
         return (level_pct / 100.0 * TANK_CAPACITY_M3 * WATER_DENSITY_KG_M3
                 + self._rng.gauss(0.0, NOISE_KG))
 

@@ -43,6 +43,8 @@ SUPPLY_PERIOD_S = 600.0  # ... over this period (the level swings about ±8 %)
 LOW_LEVEL_PCT = 10.0  # the PLC interlock: no pumping below this
 LEVEL_LOW_ALARM_PCT = 25.0
 COUNTER_MODULUS = 2**32
+TEMP_SENSOR_NOISE_C = 0.05  # standard deviation of the temperature reading
+LEVEL_SENSOR_NOISE_PCT = 0.05  # standard deviation of the level reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,8 @@ class PumpSkid:
 
     Inputs (through ``write``): ``run``, ``speed_setpoint_rpm``, ``valve_position_pct``.
     Outputs (read them): ``speed_rpm``, ``motor_current_a``, ``motor_temp_c``, ``flow_m3h``,
-    ``pressure_bar``, ``tank_level_pct``, ``level_low``, ``tripped``, ``trip_reason``,
+    ``pressure_bar``, ``tank_level_pct`` (physical values) and ``temp_sensor_c``,
+    ``level_sensor_pct`` (what the instruments read, with measurement noise), ``level_low``, ``tripped``, ``trip_reason``,
     ``interlock_reason``, ``counter`` (ticks) and ``elapsed_s``.
     """
 
@@ -76,6 +79,8 @@ class PumpSkid:
         self.trip_reason: str | None = None
         self.interlock_reason: str | None = None
         self.motor_current_a = 0.0
+        self.temp_sensor_c = self.motor_temp_c
+        self.level_sensor_pct = self.tank_level_pct
         self.flow_m3h = 0.0
         self.pressure_bar = 0.0
         self._outputs()
@@ -168,6 +173,10 @@ class PumpSkid:
         self._outputs()
 
     def _outputs(self) -> None:
+        # What the instruments read: the physical value plus a little measurement noise,
+        # drawn once per tick so every face reads the same number within a tick.
+        self.temp_sensor_c = self.motor_temp_c + self._rng.gauss(0, TEMP_SENSOR_NOISE_C)
+        self.level_sensor_pct = self.tank_level_pct + self._rng.gauss(0, LEVEL_SENSOR_NOISE_PCT)
         ratio = self.speed_rpm / NOMINAL_SPEED_RPM
         self.flow_m3h = max(0.0, NOMINAL_FLOW_M3H * ratio + self._rng.gauss(0, 0.02) * (ratio > 0))
         self.pressure_bar = max(0.0, NOMINAL_HEAD_BAR * ratio**2 + self._rng.gauss(0, 0.005))
