@@ -25,14 +25,9 @@ CONNECTION_FAILED = (OSError, TimeoutError, UaError)  # ConnectionError is an OS
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    """A ticking simulation (50 ms ticks)."""
-    simulation = Sim(seed=1, tick_s=0.05)
-    task = asyncio.create_task(simulation.run())
-    yield simulation
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+def sim(ticking_sim: Sim) -> Sim:
+    """These faces follow the plant live: the ticking simulation."""
+    return ticking_sim
 
 
 @pytest.fixture

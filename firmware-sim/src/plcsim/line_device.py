@@ -12,8 +12,8 @@ Records, ``rate_hz`` times a second of real time, each ended by CR LF::
   record), ``OL`` overload (beyond the 4+3 digits; the value is clamped);
 - ``GS`` gross weight (this scale has no tare);
 - the weight of the tank contents: the physical tank level (with any fault injected on
-  the ``tank_level`` signal applied) as a fraction of ``TANK_CAPACITY_M3`` of water at 1000 kg/m³, plus a
-  little Gaussian noise (``NOISE_KG``, seeded from the sim's seed).
+  the ``tank_level`` signal applied) as a fraction of ``TANK_CAPACITY_M3`` of water at
+  1000 kg/m³, plus a little Gaussian noise (``NOISE_KG``, seeded from the sim's seed).
 
 Faults (face name ``line``):
 - garbage: random bytes (``FaultSet.garbage``) written just before a record, so the record

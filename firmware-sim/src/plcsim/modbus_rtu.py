@@ -41,6 +41,7 @@ from pymodbus.server import ModbusSerialServer
 from plcsim.modbus_server import FACE_RTU, FaceRequestHandler, Responder
 from plcsim.modbus_tcp import placeholder_device
 from plcsim.pty_bridge import PtyBridge
+from plcsim.sim import call_in_loop
 
 if TYPE_CHECKING:
     from plcsim.sim import Sim
@@ -197,14 +198,5 @@ class ModbusRtuFace:
         self._in_loop()
 
     def _in_loop(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed() or self.bridge is None:
-            return
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
-            self.glitch()
-        else:
-            loop.call_soon_threadsafe(self.glitch)
+        if self.bridge is not None:
+            call_in_loop(self._loop, self.glitch)

@@ -21,6 +21,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 
 from plcsim.modbus_server import FACE_TCP, FaceRequestHandler, Responder
+from plcsim.sim import call_in_loop
 
 if TYPE_CHECKING:
     from plcsim.sim import Sim
@@ -112,15 +113,5 @@ class ModbusTcpFace:
         self._in_loop(self.cut_connections)
 
     def _in_loop(self, action: Callable[[], None]) -> None:
-        """Run ``action`` in the face's loop: now if called from it, else soon (any thread)."""
-        loop = self._loop
-        if loop is None or loop.is_closed() or self._server is None:
-            return
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
-            action()
-        else:
-            loop.call_soon_threadsafe(action)
+        if self._server is not None:
+            call_in_loop(self._loop, action)

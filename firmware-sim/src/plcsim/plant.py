@@ -61,8 +61,9 @@ class PumpSkid:
     Inputs (through ``write``): ``run``, ``speed_setpoint_rpm``, ``valve_position_pct``.
     Outputs (read them): ``speed_rpm``, ``motor_current_a``, ``motor_temp_c``, ``flow_m3h``,
     ``pressure_bar``, ``tank_level_pct`` (physical values) and ``temp_sensor_c``,
-    ``level_sensor_pct`` (what the instruments read, with measurement noise), ``level_low``, ``tripped``, ``trip_reason``,
-    ``interlock_reason``, ``counter`` (ticks) and ``elapsed_s``.
+    ``level_sensor_pct`` (what the instruments read, with measurement noise),
+    ``level_low``, ``tripped``, ``trip_reason``, ``interlock_reason``, ``counter`` (ticks)
+    and ``elapsed_s``.
     """
 
     def __init__(self, seed: int | None = None) -> None:

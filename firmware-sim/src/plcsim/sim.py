@@ -23,6 +23,24 @@ from plcsim.writelog import WriteLog
 DEFAULT_TICK_S = 0.1
 
 
+def call_in_loop(loop: asyncio.AbstractEventLoop | None, action: Callable[[], None]) -> None:
+    """Run ``action`` in ``loop``: now when called from it, else soon (from any thread).
+
+    Fault listeners fire wherever the fault was added (the control API's loop, a test's
+    thread); a face's connections may only be touched from the face's own loop.
+    """
+    if loop is None or loop.is_closed():
+        return
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if current is loop:
+        action()
+    else:
+        loop.call_soon_threadsafe(action)
+
+
 class Face(Protocol):
     """A protocol face of the simulator.
 
