@@ -46,7 +46,7 @@ from edgetwin.core.backoff import Backoff
 from edgetwin.core.errors import DecodeError, SourceUnavailable
 from edgetwin.core.ports import Emit, SourceHealth
 from edgetwin.core.tasks import raise_if_cancelling
-from edgetwin.core.types import Quality, Sample
+from edgetwin.core.types import Quality, Sample, Value, WriteOutcome
 from edgetwin.sources.modbus.config import ModbusPoint, ModbusTcpConfig, RegisterKind
 from edgetwin.sources.modbus.decode import decode_point
 from edgetwin.sources.modbus.plan import PollGroup, ReadBlock, poll_groups
@@ -441,6 +441,11 @@ class ModbusSource:
     def resources(self) -> frozenset[str]:
         """None: a TCP device may be polled by several sources (unlike a serial port)."""
         return self.config.resources()
+
+    async def write(self, point: str, value: Value) -> WriteOutcome:
+        """Refused: the Modbus write path (encode, write, read back) is not built yet."""
+        del value
+        return WriteOutcome(False, f"{self.where}: writes to {point!r} are not supported yet")
 
     async def run(self, emit: Emit, health: SourceHealth) -> None:
         """Poll until cancelled; see the module docstring for the failure behaviour.
