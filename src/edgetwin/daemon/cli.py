@@ -14,7 +14,7 @@ import structlog
 
 from edgetwin import __version__
 from edgetwin.config import InvalidConfig, gateway_model, load_config
-from edgetwin.core.errors import StoreError
+from edgetwin.core.errors import SourceUnavailable, StoreError
 from edgetwin.daemon.app import RUN_FILE, Daemon
 from edgetwin.daemon.status_table import render_status
 from edgetwin.sources import source_configs
@@ -113,6 +113,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_probe_modbus(args: argparse.Namespace) -> int:
+    """Read registers from a device and print them in every type and byte order."""
+    from edgetwin.sources.modbus.probe import decode_all, read_registers, render
+
+    try:
+        words = asyncio.run(read_registers(args.host, args.port, args.unit, args.address,
+                                           args.count, kind=args.kind, timeout_s=args.timeout))
+    except SourceUnavailable as err:
+        print(f"edgetwin probe: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    rows = decode_all(args.address, words)
+    print(json.dumps(rows, indent=2) if args.json else render(rows))
+    return EX_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, separate so tests and docs can inspect it."""
     parser = argparse.ArgumentParser(
@@ -138,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    probe = sub.add_parser("probe", help="look at a device to find its register layout")
+    probes = probe.add_subparsers(dest="protocol", required=True)
+    modbus = probes.add_parser("modbus", help="registers in every type and byte order")
+    modbus.add_argument("--host", required=True)
+    modbus.add_argument("--port", type=int, default=502)
+    modbus.add_argument("--unit", type=int, default=1)
+    modbus.add_argument("--address", type=int, required=True, help="0-based (40001 is 0)")
+    modbus.add_argument("--count", type=int, default=8)
+    modbus.add_argument("--kind", choices=["holding", "input"], default="holding")
+    modbus.add_argument("--timeout", type=float, default=2.0)
+    modbus.add_argument("--json", action="store_true")
+    modbus.set_defaults(func=cmd_probe_modbus)
     return parser
 
 
