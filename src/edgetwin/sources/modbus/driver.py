@@ -48,7 +48,7 @@ from edgetwin.core.ports import Emit, SourceHealth
 from edgetwin.core.tasks import raise_if_cancelling
 from edgetwin.core.types import Quality, Sample, Value, WriteOutcome
 from edgetwin.sources.modbus.config import ModbusPoint, ModbusTcpConfig, RegisterKind
-from edgetwin.sources.modbus.decode import decode_point
+from edgetwin.sources.modbus.decode import decode_point, encode_point
 from edgetwin.sources.modbus.plan import PollGroup, ReadBlock, poll_groups
 
 EXCEPTION_NAMES = {
@@ -437,15 +437,72 @@ class ModbusSource:
         )
         self.missed_cycles = 0
         self.log = structlog.get_logger().bind(component="modbus", source=config.name)
+        self._points = {p.id: p for p in config.points}
+        self._link: _Link | None = None  # set while run() is active; write() needs it
 
     def resources(self) -> frozenset[str]:
         """None: a TCP device may be polled by several sources (unlike a serial port)."""
         return self.config.resources()
 
     async def write(self, point: str, value: Value) -> WriteOutcome:
-        """Refused: the Modbus write path (encode, write, read back) is not built yet."""
-        del value
-        return WriteOutcome(False, f"{self.where}: writes to {point!r} are not supported yet")
+        """Encode with the point's codec, write (FC 5, 6 or 16), read back, compare.
+
+        Success means the registers (or the coil) read back equal, word for word, what was
+        written: the read-back goes through the same codec as the write, so a byte-order
+        mistake cannot pass. The request lock keeps polls from interleaving.
+        """
+        spec = self._points.get(point)
+        if spec is None:
+            return WriteOutcome(False, f"{self.where}: {point!r} is not a point of this source")
+        if not spec.writable:
+            return WriteOutcome(False, f"{self.where}: {point!r} is not writable")
+        order = self.config.byte_order
+        try:
+            data = encode_point(spec, value, order)
+        except (ValueError, DecodeError) as err:
+            return WriteOutcome(False, f"{self.where}: {err}")
+        link = self._link
+        if link is None:
+            return WriteOutcome(False, f"{self.where}: the source is not running")
+        what = f"{self.where}: write {spec.kind} {spec.address}"
+        async with link.request_lock:
+            session = link.session
+            if session is None:
+                return WriteOutcome(False, f"{what}: not connected")
+            try:
+                back = await self._write_and_read_back(session.client, spec, data)
+            except ModbusException as err:
+                error = SourceUnavailable(f"{what} failed: {err}")
+                link.lost(session, _failure_code(err, session.client), error)
+                return WriteOutcome(False, str(error))
+        if isinstance(back, _Refused):
+            name = EXCEPTION_NAMES.get(back.code, "unknown exception")
+            return WriteOutcome(False, f"{what}: exception {back.code} ({name})")
+        read_back = decode_point(spec, back, order)
+        if list(back) != list(data):
+            return WriteOutcome(False, f"{what}: read back {read_back!r}, wrote {value!r}",
+                                read_back)
+        return WriteOutcome(True, None, read_back)
+
+    async def _write_and_read_back(
+        self, client: AsyncModbusTcpClient, spec: ModbusPoint, data: list[int] | list[bool]
+    ) -> list[int] | list[bool] | _Refused:
+        unit = self.config.unit_id
+        if spec.table is RegisterKind.COIL:
+            response = await client.write_coil(spec.address, bool(data[0]), device_id=unit)
+        elif len(data) == 1:
+            response = await client.write_register(spec.address, int(data[0]), device_id=unit)
+        else:
+            response = await client.write_registers(spec.address, [int(w) for w in data],
+                                                    device_id=unit)
+        if response.isError():
+            return _Refused(int(response.exception_code), spec.address, len(data))
+        back = await _reader(client, spec.table)(spec.address, count=spec.width, device_id=unit)
+        if back.isError():
+            return _Refused(int(back.exception_code), spec.address, spec.width)
+        if spec.table.is_bit:
+            return [bool(bit) for bit in back.bits[:spec.width]]
+        return [int(word) for word in back.registers]
 
     async def run(self, emit: Emit, health: SourceHealth) -> None:
         """Poll until cancelled; see the module docstring for the failure behaviour.
@@ -455,6 +512,7 @@ class ModbusSource:
         """
         backoff = Backoff(self.reconnect_initial_s, self.reconnect_max_s)
         link = _Link(self.config, self.where, health, self.log, backoff)
+        self._link = link
         self.log.info(
             "Modbus source starting",
             host=self.config.host, port=self.config.port, unit_id=self.config.unit_id,
@@ -471,5 +529,6 @@ class ModbusSource:
                         name=f"source[{self.name}].poll[{group.interval_s:g}s]",
                     )
         finally:
+            self._link = None
             link.close()
             self.log.info("Modbus source stopped")
