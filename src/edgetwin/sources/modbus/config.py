@@ -208,5 +208,18 @@ class ModbusRtuConfig(_ModbusCommon):
     unit_id: int = Field(default=1, ge=1, le=247)
 
     def resources(self) -> frozenset[str]:
-        """The serial port, which one source at a time may own."""
+        """The serial port; other RTU sources with the same line settings may share it."""
         return frozenset({f"serial:{self.port}"})
+
+    def line_settings(self) -> tuple[int, str, int, int]:
+        """(baudrate, parity, stopbits, bytesize): what every user of one bus must agree on."""
+        return (self.baudrate, self.parity.value, self.stopbits, self.bytesize)
+
+    def shares_resource_with(self, other: SourceConfig) -> bool:
+        """Another unit id on the same bus, with the same line settings."""
+        return (
+            isinstance(other, ModbusRtuConfig)
+            and other.port == self.port
+            and other.line_settings() == self.line_settings()
+            and other.unit_id != self.unit_id
+        )

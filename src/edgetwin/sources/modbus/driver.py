@@ -1,12 +1,16 @@
-"""Modbus TCP driver: one shared connection, one deadline-scheduled poll loop per interval.
+"""Modbus TCP and RTU driver: one link per source, one deadline-scheduled loop per interval.
 
 How it behaves (README.md has the operator's view):
 
-- One TCP connection per source, shared by all poll loops; requests go out one at a time.
-  pymodbus's own reconnect is off (``reconnect_delay=0``) and so are its retries: after a
-  timeout the stream may carry a late answer, so we drop the connection and reconnect
-  with exponential backoff and jitter (``core.backoff``, 0.1 s doubling to 30 s) instead
-  of retrying on it.
+- TCP: one connection per source, shared by all its poll loops; requests go out one at a
+  time. pymodbus's own reconnect is off (``reconnect_delay=0``) and so are its retries:
+  after a timeout the stream may carry a late answer, so we drop the connection and
+  reconnect with exponential backoff and jitter (``core.backoff``, 0.1 s doubling to 30 s)
+  instead of retrying on it.
+- RTU: every source on one serial port shares the port's client (``connection.SerialBus``),
+  so the line carries strict request/response. A slave that does not answer fails only its
+  own source, which backs off the same way while the others keep their schedule; a port
+  error closes the port for all and the next user reopens it.
 - One poll loop per distinct poll interval. Deadlines sit on a fixed grid (start + k x
   interval): a cycle never drifts; a cycle that finishes late runs the next one at once
   and skips (and counts) any deadline that passed entirely.
@@ -34,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import (
     ConnectionException,
     ModbusException,
@@ -47,7 +50,13 @@ from edgetwin.core.errors import DecodeError, SourceUnavailable
 from edgetwin.core.ports import Emit, SourceHealth
 from edgetwin.core.tasks import raise_if_cancelling
 from edgetwin.core.types import Quality, Sample, Value, WriteOutcome
-from edgetwin.sources.modbus.config import ModbusPoint, ModbusTcpConfig, RegisterKind
+from edgetwin.sources.modbus.config import (
+    ModbusPoint,
+    ModbusRtuConfig,
+    ModbusTcpConfig,
+    RegisterKind,
+)
+from edgetwin.sources.modbus.connection import Client, Connector, connector_for
 from edgetwin.sources.modbus.decode import decode_point, encode_point
 from edgetwin.sources.modbus.plan import PollGroup, ReadBlock, poll_groups
 
@@ -92,7 +101,7 @@ class LinkState(enum.Enum):
 class _Session:
     """One TCP connection; a loss report for an older session is ignored."""
 
-    def __init__(self, client: AsyncModbusTcpClient) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
 
 
@@ -122,13 +131,13 @@ class _Link:
 
     def __init__(
         self,
-        config: ModbusTcpConfig,
+        connector: Connector,
         where: str,
         health: SourceHealth,
         log: Any,
         backoff: Backoff,
     ) -> None:
-        self._config = config
+        self._connector = connector
         self._where = where
         self._health = health
         self._log = log
@@ -149,37 +158,20 @@ class _Link:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _client(self) -> AsyncModbusTcpClient:
-        return AsyncModbusTcpClient(
-            self._config.host,
-            port=self._config.port,
-            name=f"source[{self._config.name}]",
-            timeout=self._config.timeout,
-            retries=0,
-            reconnect_delay=0,  # our loop reconnects, with jitter and its own telemetry
-        )
-
     async def maintain(self) -> None:
         """Task: connect, wait for a loss, back off, reconnect; until cancelled."""
         while True:
-            client = self._client()
-            try:
-                connected = await client.connect()  # pymodbus reports failure as False
-            except BaseException:
-                client.close()  # cancelled mid-connect: leave no half-open transport behind
-                raise
-            if connected:
+            client = await self._connector.open()
+            if client is not None:
                 self._log.debug("Modbus connection open")
                 self.session = _Session(client)
                 self._lost.clear()
                 self._set_state(LinkState.UP)
                 await self._lost.wait()
             else:
-                client.close()
                 self._answering = False
                 self._health.down("connect_failed", SourceUnavailable(
-                    f"{self._where}: connect failed (refused, unreachable or no answer "
-                    f"within {self._config.timeout:g} s)"
+                    f"{self._where}: {self._connector.failure}"
                 ))
                 if self.state is not LinkState.DOWN:
                     self._set_state(LinkState.DOWN)
@@ -192,7 +184,7 @@ class _Link:
         if session is not self.session:
             return  # an older connection; its loss was reported already
         self.session = None
-        session.client.close()
+        self._connector.discard(session.client, port_failed=error_code != "timeout")
         self._answering = False
         self._health.down(error_code, error)
         self._set_state(LinkState.DOWN)
@@ -206,13 +198,12 @@ class _Link:
             self._health.up()
 
     def close(self) -> None:
-        """Close the current connection, if any."""
-        if self.session is not None:
-            self.session.client.close()
-            self.session = None
+        """Give the connection back (TCP: close it; RTU: leave the bus)."""
+        session, self.session = self.session, None
+        self._connector.release(session.client if session is not None else None)
 
 
-def _failure_code(err: ModbusException, client: AsyncModbusTcpClient) -> str:
+def _failure_code(err: ModbusException, client: Client) -> str:
     if isinstance(err, ConnectionException) or not client.connected:
         return "connection_lost"
     if isinstance(err, ModbusIOException):
@@ -221,7 +212,7 @@ def _failure_code(err: ModbusException, client: AsyncModbusTcpClient) -> str:
 
 
 def _reader(
-    client: AsyncModbusTcpClient, table: RegisterKind
+    client: Client, table: RegisterKind
 ) -> Callable[..., Awaitable[Any]]:
     if table is RegisterKind.HOLDING:
         return client.read_holding_registers
@@ -419,7 +410,7 @@ class ModbusSource:
 
     def __init__(
         self,
-        config: ModbusTcpConfig,
+        config: ModbusTcpConfig | ModbusRtuConfig,
         *,
         reconnect_initial_s: float = 0.1,
         reconnect_max_s: float = 30.0,
@@ -431,10 +422,9 @@ class ModbusSource:
         self.groups = poll_groups(
             config.points, default_interval_s=config.poll_interval, max_gap=config.max_read_gap
         )
-        self.where = (
-            f"modbus source {config.name!r} "
-            f"(tcp {config.host}:{config.port}, unit {config.unit_id})"
-        )
+        link_name = (f"rtu {config.port}" if isinstance(config, ModbusRtuConfig)
+                     else f"tcp {config.host}:{config.port}")
+        self.where = f"modbus source {config.name!r} ({link_name}, unit {config.unit_id})"
         self.missed_cycles = 0
         self.log = structlog.get_logger().bind(component="modbus", source=config.name)
         self._points = {p.id: p for p in config.points}
@@ -485,7 +475,7 @@ class ModbusSource:
         return WriteOutcome(True, None, read_back)
 
     async def _write_and_read_back(
-        self, client: AsyncModbusTcpClient, spec: ModbusPoint, data: list[int] | list[bool]
+        self, client: Client, spec: ModbusPoint, data: list[int] | list[bool]
     ) -> list[int] | list[bool] | _Refused:
         unit = self.config.unit_id
         if spec.table is RegisterKind.COIL:
@@ -511,11 +501,11 @@ class ModbusSource:
         before this returns.
         """
         backoff = Backoff(self.reconnect_initial_s, self.reconnect_max_s)
-        link = _Link(self.config, self.where, health, self.log, backoff)
+        link = _Link(connector_for(self.config), self.where, health, self.log, backoff)
         self._link = link
         self.log.info(
             "Modbus source starting",
-            host=self.config.host, port=self.config.port, unit_id=self.config.unit_id,
+            link=self.where, unit_id=self.config.unit_id,
             points=len(self.config.points),
             blocks=sum(len(g.blocks) for g in self.groups),
             intervals_s=[g.interval_s for g in self.groups],
