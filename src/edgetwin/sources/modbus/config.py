@@ -94,6 +94,11 @@ class Waveform(Model):
     sample_rate: float = Field(gt=0)  # Hz
     scale: float = 1.0  # engineering units per count
     unit: str | None = None
+    # A register (same table as the block) that changes whenever the device makes a new
+    # capture: read before and after the block, which is read again until both agree, so a
+    # capture replaced halfway through a multi-request read is never delivered.
+    counter_address: int | None = Field(default=None, ge=0, le=65535)
+    counter_type: Literal["uint16", "uint32"] = "uint16"
 
 
 class ModbusPoint(PointConfig):

@@ -72,6 +72,7 @@ EXCEPTION_NAMES = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
+TORN_READ_TRIES = 3  # reads of a waveform block before it is given up as torn this cycle
 CONFIG_EXCEPTIONS = frozenset({1, 2, 3})  # the request itself is wrong; repeating it won't help
 PARK_S = 60.0  # how long a point answering exception 1-3 is left alone before the next try
 _MISSED_LOG_EVERY_S = 60.0
@@ -299,9 +300,11 @@ class _Poller:
                 batch.extend(Sample(s.point.id, None, Quality.BAD, ts_ns) for s in block.slots)
                 index += 1
                 continue
-            result, ts_ns = await self._read(session, block)
+            result, ts_ns = await self._read_consistent(session, block)
             self._link.answered()
-            if isinstance(result, _Refused):
+            if result is None:
+                batch.extend(self._torn(block, ts_ns))
+            elif isinstance(result, _Refused):
                 if result.code in CONFIG_EXCEPTIONS and len(block.slots) > 1:
                     self._blocks[index : index + 1] = [_Scheduled(b) for b in block.split()]
                     self._log.info(
@@ -316,6 +319,40 @@ class _Poller:
                 batch.extend(self._decode(block, result, ts_ns))
             index += 1
         return batch
+
+    async def _read_consistent(
+        self, session: _Session, block: ReadBlock
+    ) -> tuple[list[int] | list[bool] | _Refused | None, int]:
+        """``_read``, bracketed by the capture counter when a waveform in the block has one.
+
+        None when the counter moved during every one of ``TORN_READ_TRIES`` reads.
+        """
+        waveform = next((s.point.waveform for s in block.slots
+                         if s.point.waveform is not None
+                         and s.point.waveform.counter_address is not None), None)
+        if waveform is None or waveform.counter_address is None:
+            return await self._read(session, block)
+        width = 2 if waveform.counter_type == "uint32" else 1
+        counter = ReadBlock(block.table, waveform.counter_address, width, ())
+        for _ in range(TORN_READ_TRIES):
+            before, _ts = await self._read(session, counter)
+            result, ts_ns = await self._read(session, block)
+            after, _ts = await self._read(session, counter)
+            if isinstance(before, _Refused):
+                return before, ts_ns
+            if isinstance(result, _Refused) or before == after:
+                return result, ts_ns
+            self._source.torn_reads += 1
+        return None, ts_ns
+
+    def _torn(self, block: ReadBlock, ts_ns: int) -> list[Sample]:
+        error = DecodeError(
+            f"{self._where}: read {block.describe()}: a new capture replaced the block during"
+            f" each of {TORN_READ_TRIES} reads"
+        )
+        for slot in block.slots:
+            self._health.point_error(slot.point.id, "waveform_torn", error)
+        return [Sample(slot.point.id, None, Quality.BAD, ts_ns) for slot in block.slots]
 
     async def _read(
         self, session: _Session, block: ReadBlock
@@ -426,6 +463,7 @@ class ModbusSource:
                      else f"tcp {config.host}:{config.port}")
         self.where = f"modbus source {config.name!r} ({link_name}, unit {config.unit_id})"
         self.missed_cycles = 0
+        self.torn_reads = 0  # waveform reads repeated because a new capture replaced the block
         self.log = structlog.get_logger().bind(component="modbus", source=config.name)
         self._points = {p.id: p for p in config.points}
         self._link: _Link | None = None  # set while run() is active; write() needs it
