@@ -7,6 +7,8 @@ engineer needs to write the ``points`` of an opcua source.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from asyncua.ua.uaerrors import UaError
 
 from edgetwin.core.errors import SourceUnavailable
 
+_CLOSE_ERRORS = (OSError, TimeoutError, UaError)
 MAX_NODES = 2000  # a probe is for looking around, not for copying a whole server
 
 
@@ -51,7 +54,8 @@ async def browse(endpoint: str, start: str | None = None, max_depth: int = 4,
         await _walk(client, root, 0, max_depth, found)
         return found
     finally:
-        await client.disconnect()
+        with contextlib.suppress(*_CLOSE_ERRORS):  # a frozen server must not hang the probe
+            await asyncio.wait_for(client.disconnect(), timeout_s)
 
 
 async def _walk(client: Client, node: Any, depth: int, max_depth: int,
