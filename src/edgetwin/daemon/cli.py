@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,6 +146,23 @@ def cmd_probe_opcua(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_opcua_cert(args: argparse.Namespace) -> int:
+    """Make the gateway's OPC UA certificate and key, and print how to configure them."""
+    from edgetwin.sources.opcua.certs import default_uri, make_certificate
+
+    uri = args.uri or default_uri()
+    try:
+        cert, key = asyncio.run(make_certificate(args.out, uri, args.host, force=args.force))
+    except (FileExistsError, OSError) as err:
+        print(f"edgetwin opcua-cert: {err}", file=sys.stderr)
+        return EX_CANTCREAT
+    print(f"certificate: {cert}\nprivate key: {key} (mode 0600)\napplication URI: {uri}\n")
+    print("Trust the certificate on the OPC UA server, then in the source's config:")
+    print(f"    security: {{policy: Basic256Sha256, mode: SignAndEncrypt,\n"
+          f"                certificate: {cert}, private_key: {key}}}")
+    return EX_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, separate so tests and docs can inspect it."""
     parser = argparse.ArgumentParser(
@@ -190,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     opcua.add_argument("--timeout", type=float, default=5.0)
     opcua.add_argument("--json", action="store_true")
     opcua.set_defaults(func=cmd_probe_opcua)
+
+    cert = sub.add_parser("opcua-cert", help="make the gateway's OPC UA certificate and key")
+    cert.add_argument("--out", type=Path, default=Path("/etc/edgetwin/opcua"))
+    cert.add_argument("--uri", help="application URI (default urn:edgetwin:<hostname>)")
+    cert.add_argument("--host", default=socket.gethostname(), help="DNS name in the cert")
+    cert.add_argument("--force", action="store_true", help="replace existing files")
+    cert.set_defaults(func=cmd_opcua_cert)
     return parser
 
 
