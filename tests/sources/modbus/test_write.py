@@ -73,3 +73,28 @@ async def test_write_while_not_running_is_refused(modbus_sim: SimProcess) -> Non
     outcome = await source.write("pump1/speed_setpoint", 1500)
     assert not outcome.ok
     assert "not running" in (outcome.reason or "")
+
+
+BLOCKS: list[dict[str, Any]] = [
+    {"id": "pump1/setpoints", "address": 200, "type": "uint16", "count": 2, "writable": True},
+    {"id": "pump1/coils", "kind": "coil", "address": 0, "type": "bool", "count": 2,
+     "writable": True},
+]
+
+
+async def test_blocks_are_written_in_one_request(
+    modbus_sim: SimProcess, batches: Any, health: Any
+) -> None:
+    """Two registers in one FC 16, two coils in one FC 15, both read back."""
+    source = ModbusSource(skid_config(modbus_sim.port, BLOCKS))
+    async with running(source, batches, health):
+        await batches.wait_for(every(Quality.GOOD))
+        registers = await source.write("pump1/setpoints", [1510, 430])
+        coils = await source.write("pump1/coils", [False, False])
+        short = await source.write("pump1/setpoints", [1510])
+    assert (registers.ok, registers.read_back) == (True, [1510, 430])
+    assert (coils.ok, coils.read_back) == (True, [False, False])
+    assert not short.ok
+    assert "takes 2 values, not 1" in (short.reason or "")
+    names = [w["name"] for w in await sim_writes(modbus_sim)]
+    assert names == ["speed_setpoint_rpm", "valve_position_pct", "run", "reset_trip"]

@@ -166,8 +166,12 @@ class ModbusPoint(PointConfig):
             raise ValueError(
                 f"{self.kind} is a read-only table; writable needs kind holding or coil"
             )
-        if self.writable and self.count > 1:
-            raise ValueError(f"a block of {self.count} values cannot be writable")
+        if self.writable and self.waveform is not None:
+            raise ValueError("a waveform is read-only")
+        limit = 1968 if self.table.is_bit else 123  # FC15 / FC16 quantities (FACTS 3.1)
+        if self.writable and self.width > limit:
+            raise ValueError(f"a writable {self.kind} block spans {self.width};"
+                             f" one write takes at most {limit}")
         return self
 
 

@@ -44,6 +44,9 @@ class Client(Protocol):
     def write_coil(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """The pymodbus request of that name."""
 
+    def write_coils(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """The pymodbus request of that name."""
+
     def write_register(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """The pymodbus request of that name."""
 

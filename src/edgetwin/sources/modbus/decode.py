@@ -257,7 +257,7 @@ def encode_point(
         ValueError: the value does not fit the point.
     """
     if point.count != 1:
-        raise ValueError(f"{point.id}: a block of {point.count} values is not written")
+        return _encode_block(point, value, default_order)
     if point.table.is_bit:
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{point.id}: a {point.kind} takes true or false, not {value!r}")
@@ -301,3 +301,22 @@ def encode_string(text: str, registers: int, byte_order: ByteOrder) -> list[int]
     _perm, swapped = _layout(byte_order, 1)
     padded = raw.ljust(2 * registers, b"\x00")
     return list(struct.unpack(f"{'<' if swapped else '>'}{registers}H", padded))
+
+
+def _encode_block(
+    point: ModbusPoint, value: Any, default_order: ByteOrder
+) -> list[int] | list[bool]:
+    """A block point's ``count`` values, written together (FC 15 for coils, FC 16 otherwise)."""
+    items = value.tolist() if isinstance(value, np.ndarray) else value
+    if isinstance(items, str | bytes) or not hasattr(items, "__len__"):
+        raise ValueError(f"{point.id}: a block takes a list of {point.count} values")
+    if len(items) != point.count:
+        raise ValueError(f"{point.id}: a block takes {point.count} values, not {len(items)}")
+    if point.table.is_bit:
+        if not all(isinstance(v, bool | np.bool_) for v in items):
+            raise ValueError(f"{point.id}: a coil block takes true or false values")
+        return [bool(v) for v in items]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in items):
+        raise ValueError(f"{point.id}: {point.type.value} values must be numbers")
+    raw = [unscale_value(v, point.scale, point.offset, point.type) for v in items]
+    return encode_array(raw, point.type, point.byte_order or default_order)

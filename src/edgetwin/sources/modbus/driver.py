@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import structlog
 from pymodbus.exceptions import (
     ConnectionException,
@@ -473,7 +474,7 @@ class ModbusSource:
         return self.config.resources()
 
     async def write(self, point: str, value: Value) -> WriteOutcome:
-        """Encode with the point's codec, write (FC 5, 6 or 16), read back, compare.
+        """Encode with the point's codec, write (FC 5, 6, 15 or 16), read back, compare.
 
         Success means the registers (or the coil) read back equal, word for word, what was
         written: the read-back goes through the same codec as the write, so a byte-order
@@ -507,6 +508,8 @@ class ModbusSource:
             name = EXCEPTION_NAMES.get(back.code, "unknown exception")
             return WriteOutcome(False, f"{what}: exception {back.code} ({name})")
         read_back = decode_point(spec, back, order)
+        if isinstance(read_back, np.ndarray):
+            read_back = read_back.tolist()
         if list(back) != list(data):
             return WriteOutcome(False, f"{what}: read back {read_back!r}, wrote {value!r}",
                                 read_back)
@@ -516,7 +519,10 @@ class ModbusSource:
         self, client: Client, spec: ModbusPoint, data: list[int] | list[bool]
     ) -> list[int] | list[bool] | _Refused:
         unit = self.config.unit_id
-        if spec.table is RegisterKind.COIL:
+        if spec.table is RegisterKind.COIL and len(data) > 1:
+            response = await client.write_coils(spec.address, [bool(b) for b in data],
+                                                device_id=unit)
+        elif spec.table is RegisterKind.COIL:
             response = await client.write_coil(spec.address, bool(data[0]), device_id=unit)
         elif len(data) == 1:
             response = await client.write_register(spec.address, int(data[0]), device_id=unit)
