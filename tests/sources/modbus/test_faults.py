@@ -69,6 +69,10 @@ async def test_rtu_garbage_and_dropout_on_the_line(line: tuple[Any, str]) -> Non
                    for b in plc_batches.batches[start:])
         assert good >= 10  # noise hits some exchanges, never the whole bus
         sim.faults.clear()
+        # Both back to GOOD first: an outage the noise began would simply go on (BAD is
+        # reported once per outage), and the dropout's own BAD batch would never come.
+        await plc_batches.wait_for(every(Quality.GOOD), after=len(plc_batches.batches))
+        await vib_batches.wait_for(every(Quality.GOOD), after=len(vib_batches.batches))
         plc_at, vib_at = len(plc_batches.batches), len(vib_batches.batches)
         sim.faults.add("dropout", "modbus_rtu")
         await plc_batches.wait_for(every(Quality.BAD), after=plc_at)
