@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import serial  # type: ignore[import-untyped]  # no types-pyserial in the venv
+import serial
 
 from plcsim.line_device import LineDevice, scale_record
 from plcsim.plant import TANK_CAPACITY_M3

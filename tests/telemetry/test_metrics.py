@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -285,3 +286,14 @@ def test_logs_match_transitions_for_any_call_sequence(capture_logs, calls: list[
         assert h.point_errors == calls.count("point")
         assert len(logs.events("Point read failed")) <= calls.count("point")
         assert h.state == state
+
+
+def test_cycle_records_the_last_success_time() -> None:
+    """Each completed cycle sets the last-success gauge, for staleness alerts."""
+    telemetry = Telemetry()
+    before = time.time()
+    telemetry.source_health("skid1").cycle(0.01)
+    text = telemetry.render().decode()
+    line = next(ln for ln in text.splitlines()
+                if ln.startswith('edgetwin_source_last_success_timestamp_seconds{source="skid1"}'))
+    assert float(line.split()[-1]) >= before

@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     rtu.add_argument("--baudrate", type=int, default=19200)
     # N by default: Linux ptys refuse even parity when pyserial asks for it.
     rtu.add_argument("--parity", choices=["N", "E", "O"], default="N")
+    rtu.add_argument("--pace", action="store_true",
+                     help="deliver bytes at the baud rate, as a real line would")
     opcua = commands.add_parser("opcua", help="OPC UA face")
     opcua.add_argument("--port", type=int, default=4840, help="TCP port; 0 picks a free one")
     line = commands.add_parser("line", help="ASCII weighing scale on a pty")
@@ -84,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--baudrate", type=int, default=19200)
     serve.add_argument("--parity", choices=["N", "E", "O"], default="N")
     serve.add_argument("--rate", type=float, default=2.0)
+    serve.add_argument("--pace", action="store_true",
+                       help="RTU: deliver bytes at the baud rate, as a real line would")
     for face in (modbus, rtu, opcua, line, serve):
         _add_sim_options(face)
 
@@ -123,7 +127,7 @@ def _faces(args: argparse.Namespace, sim: Sim) -> list[Face]:
         from plcsim.modbus_rtu import ModbusRtuFace
 
         wanted.append(ModbusRtuFace(sim, unit_ids=units, baudrate=args.baudrate,
-                                    parity=args.parity))
+                                    parity=args.parity, pace=args.pace))
     if command == "opcua" or (command == "serve" and args.opcua is not None):
         from plcsim.opcua_face import OpcuaFace
 

@@ -91,6 +91,8 @@ def _data_path(data: Any, loc: Sequence[str | int]) -> KeyPath:
         if in_map or in_list:
             here = here[part]
             out.append(part)
+        elif isinstance(here, Mapping) and part == here.get("type"):
+            continue  # the discriminated-union tag ("modbus_tcp"), even as the last part
         elif last or not isinstance(here, Mapping):
             out.append(part)
             here = None

@@ -68,6 +68,11 @@ class SourceConfig(Model):
         """Exclusive resources (a serial port) that no two sources may share."""
         return frozenset()
 
+    def shares_resource_with(self, other: SourceConfig) -> bool:
+        """Whether this source may use a resource ``other`` also uses (an RTU bus may)."""
+        del other
+        return False
+
 
 class WindowFn(enum.Enum):
     """Window applied before the FFT."""

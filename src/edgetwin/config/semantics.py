@@ -18,7 +18,7 @@ def semantic_problems(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
 
 def _unique_sources(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
     names: dict[str, int] = {}
-    owners: dict[str, int] = {}
+    users: dict[str, list[int]] = {}
     for i, source in enumerate(config.sources):
         if source.name in names:
             yield ("sources", i, "name"), (
@@ -26,12 +26,15 @@ def _unique_sources(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
             )
         names.setdefault(source.name, i)
         for resource in sorted(source.resources()):
-            if resource in owners:
-                yield ("sources", i), (
-                    f"{resource} is already used by sources[{owners[resource]}]; "
-                    "a serial port belongs to one source"
-                )
-            owners.setdefault(resource, i)
+            for j in users.get(resource, []):
+                if not source.shares_resource_with(config.sources[j]):
+                    yield ("sources", i), (
+                        f"{resource} is already used by sources[{j}]; a serial port belongs to"
+                        " one source, or to Modbus RTU sources of distinct unit ids with the"
+                        " same line settings"
+                    )
+                    break
+            users.setdefault(resource, []).append(i)
 
 
 def _unique_points(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:

@@ -18,6 +18,7 @@ from edgetwin.core.types import (
     Quality,
     Sample,
     Value,
+    WriteOutcome,
     asset_of,
     point_name_of,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "StoreError",
     "TwinView",
     "Value",
+    "WriteOutcome",
     "asset_of",
     "point_name_of",
 ]

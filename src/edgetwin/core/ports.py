@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
-from edgetwin.core.types import Delivery, Delta, OutboxEntry, PointState, Sample
+from edgetwin.core.types import (
+    Delivery,
+    Delta,
+    OutboxEntry,
+    PointState,
+    Sample,
+    Value,
+    WriteOutcome,
+)
 
 Emit = Callable[[Sequence[Sample]], Awaitable[None]]
 """Hands one batch (one poll cycle) downstream. May block when downstream applies backpressure."""
@@ -44,6 +52,15 @@ class Source(Protocol):
         Reconnects internally with jittered backoff and reports device trouble through
         ``health`` and ``Sample.quality``. Raises only for bugs; the supervisor restarts it.
         Cancellation closes the connection before returning.
+        """
+
+    async def write(self, point: str, value: Value) -> WriteOutcome:
+        """Write one configured, writable point, read it back, and say whether it took.
+
+        Called only by the safety policy, only while ``run`` is active; calls may overlap
+        with polling (the driver serialises its own link). Never raises for device
+        trouble: a timeout, an exception response or a mismatching read-back is a
+        ``WriteOutcome(ok=False, reason=...)``.
         """
 
 

@@ -89,3 +89,12 @@ class OutboxEntry:
 
     seq: int  # per gateway; only grows, so a consumer can drop duplicates
     delta: Delta
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What became of one ``Source.write``: confirmed by a read-back, or refused with why."""
+
+    ok: bool  # True only when the value read back after the write equals what was written
+    reason: str | None = None  # why not, e.g. "read-back 1449 != written 1450", "timeout"
+    read_back: Value | None = None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ import structlog
 
 from edgetwin import __version__
 from edgetwin.config import InvalidConfig, gateway_model, load_config
-from edgetwin.core.errors import StoreError
+from edgetwin.core.errors import SourceUnavailable, StoreError
 from edgetwin.daemon.app import RUN_FILE, Daemon
 from edgetwin.daemon.status_table import render_status
 from edgetwin.sources import source_configs
@@ -113,6 +115,54 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_probe_modbus(args: argparse.Namespace) -> int:
+    """Read registers from a device and print them in every type and byte order."""
+    from edgetwin.sources.modbus.probe import decode_all, read_registers, render
+
+    try:
+        words = asyncio.run(read_registers(args.host, args.port, args.unit, args.address,
+                                           args.count, kind=args.kind, timeout_s=args.timeout))
+    except SourceUnavailable as err:
+        print(f"edgetwin probe: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    rows = decode_all(args.address, words)
+    print(json.dumps(rows, indent=2) if args.json else render(rows))
+    return EX_OK
+
+
+def cmd_probe_opcua(args: argparse.Namespace) -> int:
+    """Browse an OPC UA server's nodes, with types, values and write access."""
+    from edgetwin.sources.opcua.probe import browse, render
+
+    try:
+        nodes = asyncio.run(browse(args.endpoint, args.node, args.depth, args.timeout))
+    except SourceUnavailable as err:
+        print(f"edgetwin probe: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    if args.json:
+        print(json.dumps([dataclasses.asdict(n) for n in nodes], indent=2, default=str))
+    else:
+        print(render(nodes))
+    return EX_OK
+
+
+def cmd_opcua_cert(args: argparse.Namespace) -> int:
+    """Make the gateway's OPC UA certificate and key, and print how to configure them."""
+    from edgetwin.sources.opcua.certs import default_uri, make_certificate
+
+    uri = args.uri or default_uri()
+    try:
+        cert, key = asyncio.run(make_certificate(args.out, uri, args.host, force=args.force))
+    except (FileExistsError, OSError) as err:
+        print(f"edgetwin opcua-cert: {err}", file=sys.stderr)
+        return EX_CANTCREAT
+    print(f"certificate: {cert}\nprivate key: {key} (mode 0600)\napplication URI: {uri}\n")
+    print("Trust the certificate on the OPC UA server, then in the source's config:")
+    print(f"    security: {{policy: Basic256Sha256, mode: SignAndEncrypt,\n"
+          f"                certificate: {cert}, private_key: {key}}}")
+    return EX_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, separate so tests and docs can inspect it."""
     parser = argparse.ArgumentParser(
@@ -138,6 +188,33 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    probe = sub.add_parser("probe", help="look at a device to find its register layout")
+    probes = probe.add_subparsers(dest="protocol", required=True)
+    modbus = probes.add_parser("modbus", help="registers in every type and byte order")
+    modbus.add_argument("--host", required=True)
+    modbus.add_argument("--port", type=int, default=502)
+    modbus.add_argument("--unit", type=int, default=1)
+    modbus.add_argument("--address", type=int, required=True, help="0-based (40001 is 0)")
+    modbus.add_argument("--count", type=int, default=8)
+    modbus.add_argument("--kind", choices=["holding", "input"], default="holding")
+    modbus.add_argument("--timeout", type=float, default=2.0)
+    modbus.add_argument("--json", action="store_true")
+    modbus.set_defaults(func=cmd_probe_modbus)
+    opcua = probes.add_parser("opcua", help="browse the node tree of an OPC UA server")
+    opcua.add_argument("endpoint", help="opc.tcp://host:port/path")
+    opcua.add_argument("--node", help="start here instead of Objects, e.g. ns=2;s=PumpSkid")
+    opcua.add_argument("--depth", type=int, default=4)
+    opcua.add_argument("--timeout", type=float, default=5.0)
+    opcua.add_argument("--json", action="store_true")
+    opcua.set_defaults(func=cmd_probe_opcua)
+
+    cert = sub.add_parser("opcua-cert", help="make the gateway's OPC UA certificate and key")
+    cert.add_argument("--out", type=Path, default=Path("/etc/edgetwin/opcua"))
+    cert.add_argument("--uri", help="application URI (default urn:edgetwin:<hostname>)")
+    cert.add_argument("--host", default=socket.gethostname(), help="DNS name in the cert")
+    cert.add_argument("--force", action="store_true", help="replace existing files")
+    cert.set_defaults(func=cmd_opcua_cert)
     return parser
 
 

@@ -75,6 +75,12 @@ class SourceHealthTracker:
             "Duration of one poll cycle, in seconds.",
             labels=("source",),
         ).labels(source=source)
+        # An alert on "no successful poll for N minutes" needs the time, not just a count.
+        self._last_success = telemetry.gauge(
+            "edgetwin_source_last_success_timestamp_seconds",
+            "Unix time of the last completed poll cycle.",
+            labels=("source",),
+        ).labels(source=source)
         # edgetwin_errors_total has no source label; this one says which instance failed.
         self._source_errors = telemetry.counter(
             "edgetwin_source_errors_total",
@@ -188,6 +194,7 @@ class SourceHealthTracker:
         self._last_cycle_s = duration_s
         self._polls_total.inc()
         self._poll_seconds.observe(duration_s)
+        self._last_success.set(self._last_cycle_ns / 1e9)
 
     def mark(self, state: str, reason: str | None = None) -> None:
         """Set a state the driver cannot report: ``starting``, ``stopped`` or ``no_driver``.

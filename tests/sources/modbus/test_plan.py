@@ -107,18 +107,23 @@ def test_points_are_grouped_by_poll_interval() -> None:
 point_specs = st.tuples(
     st.sampled_from(list(RegisterKind)),
     st.integers(0, 3000),
-    st.sampled_from([DataType.UINT16, DataType.FLOAT32, DataType.UINT64]),
+    st.sampled_from([DataType.UINT16, DataType.FLOAT32, DataType.UINT64, DataType.STRING,
+                     DataType.BOOL]),
     st.integers(1, 300),
 )
 
 
 @given(specs=st.lists(point_specs, min_size=1, max_size=60), max_gap=st.integers(0, 124))
 def test_every_plan_respects_the_limits(specs: list[tuple[Any, ...]], max_gap: int) -> None:
-    """Every point lands in exactly one block; every request fits the spec limits."""
+    """Every point (values, blocks, strings, bits) lands in exactly one block within limits."""
     points = []
     for index, (table, address, data_type, count) in enumerate(specs):
         fields: dict[str, Any] = {"kind": table.value, "count": count if count < 20 else 1}
         fields["type"] = "bool" if table.is_bit else data_type.value
+        if not table.is_bit and data_type is DataType.STRING:
+            fields.update(count=1, length=count % 40 + 1)  # a string of up to 40 registers
+        elif not table.is_bit and data_type is DataType.BOOL:
+            fields.update(count=1, bit=count % 16)  # a bit inside a register
         points.append(point(address, f"p{index}", **fields))
     blocks = plan_reads(points, max_gap=max_gap)
     placed = [slot.point.id for b in blocks for slot in b.slots]

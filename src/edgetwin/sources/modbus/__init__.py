@@ -5,7 +5,7 @@ from edgetwin.sources.modbus.driver import ModbusSource
 from edgetwin.sources.registry import SourceSpec
 
 MODBUS_TCP = SourceSpec("modbus_tcp", ModbusTcpConfig, ModbusSource)
-MODBUS_RTU = SourceSpec("modbus_rtu", ModbusRtuConfig)
+MODBUS_RTU = SourceSpec("modbus_rtu", ModbusRtuConfig, ModbusSource)
 
 __all__ = [
     "MODBUS_RTU",

@@ -36,10 +36,11 @@ class DataType(enum.Enum):
     INT64 = "int64"
     UINT64 = "uint64"
     FLOAT64 = "float64"
+    STRING = "string"  # ``length`` registers of text, two characters each
 
     @property
     def registers(self) -> int:
-        """16-bit registers one value takes (a bit counts as one coil)."""
+        """16-bit registers one value takes (a bit counts as one coil; a string varies)."""
         return _REGISTERS[self]
 
 
@@ -47,16 +48,35 @@ _REGISTERS = {
     DataType.BOOL: 1, DataType.INT16: 1, DataType.UINT16: 1,
     DataType.INT32: 2, DataType.UINT32: 2, DataType.FLOAT32: 2,
     DataType.INT64: 4, DataType.UINT64: 4, DataType.FLOAT64: 4,
+    DataType.STRING: 1,  # per register; a string point spans ``length`` of them
 }
 
 
 class ByteOrder(enum.Enum):
-    """Byte and word order of multi-register values, A = most significant byte."""
+    """Byte and word order of multi-register values, A = most significant byte.
+
+    The four-letter names apply to every width: for a 64-bit value CDAB reverses all four
+    words (GHEFCDAB) and DCBA is fully little-endian. The eight-letter names spell out the
+    64-bit layouts, including the two the short names cannot say (halves swapped).
+    """
 
     ABCD = "ABCD"  # big-endian, the Modbus default
     CDAB = "CDAB"  # word swap, common for floats
     BADC = "BADC"  # byte swap in each register
     DCBA = "DCBA"  # little-endian
+    ABCDEFGH = "ABCDEFGH"  # 64-bit big-endian (= ABCD)
+    BADCFEHG = "BADCFEHG"  # bytes swapped in each register (= BADC)
+    CDABGHEF = "CDABGHEF"  # words swapped inside each 32-bit half
+    DCBAHGFE = "DCBAHGFE"  # little-endian inside each 32-bit half, halves big-endian
+    EFGHABCD = "EFGHABCD"  # 32-bit halves swapped
+    FEHGBADC = "FEHGBADC"  # halves swapped, bytes swapped in each register
+    GHEFCDAB = "GHEFCDAB"  # all four words reversed (= CDAB)
+    HGFEDCBA = "HGFEDCBA"  # little-endian (= DCBA)
+
+    @property
+    def is_wide(self) -> bool:
+        """An eight-letter (64-bit only) order."""
+        return len(self.value) == 8
 
 
 POLL_INTERVAL_FLOOR_S = 0.01  # faster polling starves every other point on the link
@@ -74,6 +94,11 @@ class Waveform(Model):
     sample_rate: float = Field(gt=0)  # Hz
     scale: float = 1.0  # engineering units per count
     unit: str | None = None
+    # A register (same table as the block) that changes whenever the device makes a new
+    # capture: read before and after the block, which is read again until both agree, so a
+    # capture replaced halfway through a multi-request read is never delivered.
+    counter_address: int | None = Field(default=None, ge=0, le=65535)
+    counter_type: Literal["uint16", "uint32"] = "uint16"
 
 
 class ModbusPoint(PointConfig):
@@ -86,6 +111,8 @@ class ModbusPoint(PointConfig):
     offset: float = 0.0
     byte_order: ByteOrder | None = None  # None: the source's byte_order
     count: int = Field(default=1, ge=1, le=65536)
+    length: int | None = Field(default=None, ge=1, le=123)  # registers of a string point
+    bit: int | None = Field(default=None, ge=0, le=15)  # a bool inside a register, 0 = LSB
     waveform: Waveform | None = None
     poll_interval: Seconds | None = None  # None: the source's poll_interval
 
@@ -97,6 +124,8 @@ class ModbusPoint(PointConfig):
     @property
     def width(self) -> int:
         """Registers (or bits) the point spans."""
+        if self.type is DataType.STRING:
+            return self.length or 1
         return self.type.registers * self.count
 
     # A field validator (not a model one) so the error names the key: ...points[3].poll_interval
@@ -106,10 +135,27 @@ class ModbusPoint(PointConfig):
     def _consistent(self) -> ModbusPoint:
         if self.table.is_bit and self.type is not DataType.BOOL:
             raise ValueError(f"a {self.kind} holds bits: type must be bool, not {self.type.value}")
-        if not self.table.is_bit and self.type is DataType.BOOL:
+        if not self.table.is_bit and self.type is DataType.BOOL and self.bit is None:
             raise ValueError(
-                f"a {self.kind} register holds 16 bits: bool needs kind coil or discrete"
+                f"a {self.kind} register holds 16 bits: bool needs kind coil or discrete,"
+                " or a bit (0-15) inside the register"
             )
+        if self.bit is not None and (self.table.is_bit or self.type is not DataType.BOOL):
+            raise ValueError("bit picks a bool out of a holding or input register:"
+                             " it needs type bool and kind holding or input")
+        if self.bit is not None and self.writable:
+            raise ValueError("a bit inside a register cannot be written without touching its"
+                             " neighbours; writable bits need a coil")
+        if (self.type is DataType.STRING) != (self.length is not None):
+            raise ValueError("a string needs length (registers, two characters each),"
+                             " and length goes only with type string")
+        if self.type is DataType.STRING and self.count != 1:
+            raise ValueError("a string is one value: count must be 1")
+        if self.byte_order is not None and self.byte_order.is_wide and self.type not in (
+            DataType.INT64, DataType.UINT64, DataType.FLOAT64
+        ):
+            raise ValueError(f"byte order {self.byte_order.value} is for 64-bit types;"
+                             f" use ABCD, CDAB, BADC or DCBA for {self.type.value}")
         if self.address + self.width - 1 > 65535:
             raise ValueError(
                 f"address {self.address} + {self.width} registers runs past 65535"
@@ -120,8 +166,12 @@ class ModbusPoint(PointConfig):
             raise ValueError(
                 f"{self.kind} is a read-only table; writable needs kind holding or coil"
             )
-        if self.writable and self.count > 1:
-            raise ValueError(f"a block of {self.count} values cannot be writable")
+        if self.writable and self.waveform is not None:
+            raise ValueError("a waveform is read-only")
+        limit = 1968 if self.table.is_bit else 123  # FC15 / FC16 quantities (FACTS 3.1)
+        if self.writable and self.width > limit:
+            raise ValueError(f"a writable {self.kind} block spans {self.width};"
+                             f" one write takes at most {limit}")
         return self
 
 
@@ -167,5 +217,18 @@ class ModbusRtuConfig(_ModbusCommon):
     unit_id: int = Field(default=1, ge=1, le=247)
 
     def resources(self) -> frozenset[str]:
-        """The serial port, which one source at a time may own."""
+        """The serial port; other RTU sources with the same line settings may share it."""
         return frozenset({f"serial:{self.port}"})
+
+    def line_settings(self) -> tuple[int, str, int, int]:
+        """(baudrate, parity, stopbits, bytesize): what every user of one bus must agree on."""
+        return (self.baudrate, self.parity.value, self.stopbits, self.bytesize)
+
+    def shares_resource_with(self, other: SourceConfig) -> bool:
+        """Another unit id on the same bus, with the same line settings."""
+        return (
+            isinstance(other, ModbusRtuConfig)
+            and other.port == self.port
+            and other.line_settings() == self.line_settings()
+            and other.unit_id != self.unit_id
+        )

@@ -9,6 +9,11 @@ significant) the byte orders lay the registers out as (reference FACTS section 3
 - DCBA: ``[DC, BA]``, little-endian.
 
 A 16-bit value has no second word: ABCD and CDAB read it as AB, BADC and DCBA as BA.
+64-bit values take the eight-letter orders (ABCDEFGH ... HGFEDCBA): each pair of letters is
+one register on the wire, so CDABGHEF swaps the words inside each 32-bit half and EFGHABCD
+swaps the halves. An order is reduced to a word permutation plus a byte-swap flag.
+Strings are two characters per register, first character in the high byte (BADC/DCBA:
+in the low byte), NUL-padded.
 
 We do the swapping ourselves with ``struct`` and numpy because pymodbus's converters
 have no byte-order argument and reverse lists in place.
@@ -16,6 +21,7 @@ have no byte-order argument and reverse lists in place.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Sequence
@@ -38,12 +44,33 @@ _NUMPY = {dt: np.dtype(">" + code) for dt, code in _STRUCT.items()}
 _FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
 
 
-def _word_swap(order: ByteOrder) -> bool:
-    return order in (ByteOrder.CDAB, ByteOrder.DCBA)
+_WIDEN = {
+    ByteOrder.ABCD: ByteOrder.ABCDEFGH, ByteOrder.CDAB: ByteOrder.GHEFCDAB,
+    ByteOrder.BADC: ByteOrder.BADCFEHG, ByteOrder.DCBA: ByteOrder.HGFEDCBA,
+}
+_NARROW = {(False, False): "ABCD", (True, False): "CDAB", (False, True): "BADC",
+           (True, True): "DCBA"}
 
 
-def _byte_swap(order: ByteOrder) -> bool:
-    return order in (ByteOrder.BADC, ByteOrder.DCBA)
+@functools.cache
+def _layout(order: ByteOrder, words: int) -> tuple[tuple[int, ...], bool]:
+    """(significance of the value word each wire register holds, bytes swapped in a register).
+
+    A four-letter order on a 64-bit value widens as documented (CDAB -> GHEFCDAB); an
+    eight-letter source default on a 32-bit point narrows to its layout inside a half.
+    """
+    name = order.value
+    if words == 4 and len(name) == 4:
+        name = _WIDEN[order].value
+    pairs = [name[i:i + 2] for i in range(0, len(name), 2)]
+    swapped = pairs[0][0] > pairs[0][1]
+    perm = tuple((ord(min(pair)) - ord("A")) // 2 for pair in pairs)
+    if words == 1:
+        return (0,), swapped
+    if words == 2 and len(name) == 8:
+        name = _NARROW[(perm[0] % 2 == 1, swapped)]
+        return _layout(ByteOrder(name), 2)
+    return perm, swapped
 
 
 def _struct_code(data_type: DataType) -> str:
@@ -64,10 +91,13 @@ def decode_value(words: Sequence[int], data_type: DataType, byte_order: ByteOrde
         raise DecodeError(
             f"{data_type.value} needs {data_type.registers} registers, got {len(words)}"
         )
-    ordered = list(reversed(words)) if _word_swap(byte_order) else list(words)
+    perm, swapped = _layout(byte_order, len(words))
+    ordered = [0] * len(words)
+    for wire_index, word in enumerate(words):
+        ordered[perm[wire_index]] = word
     try:
         # Packing each register little-endian is exactly the byte swap inside a register.
-        raw = struct.pack(f"{'<' if _byte_swap(byte_order) else '>'}{len(ordered)}H", *ordered)
+        raw = struct.pack(f"{'<' if swapped else '>'}{len(ordered)}H", *ordered)
     except struct.error as err:
         raise DecodeError(f"register words {list(words)} are not all 16-bit: {err}") from None
     (value,) = struct.unpack(f">{code}", raw)
@@ -97,8 +127,9 @@ def encode_value(value: Number, data_type: DataType, byte_order: ByteOrder) -> l
         raw = struct.pack(f">{code}", number)
     except (struct.error, OverflowError) as err:
         raise ValueError(f"{value!r} does not fit {data_type.value}: {err}") from None
-    words = list(struct.unpack(f"{'<' if _byte_swap(byte_order) else '>'}{len(raw) // 2}H", raw))
-    return words[::-1] if _word_swap(byte_order) else words
+    perm, swapped = _layout(byte_order, len(raw) // 2)
+    ordered = struct.unpack(f"{'<' if swapped else '>'}{len(raw) // 2}H", raw)
+    return [ordered[perm[wire_index]] for wire_index in range(len(ordered))]
 
 
 def scale_value(raw: Number, scale: float, offset: float) -> Number:
@@ -145,9 +176,12 @@ def decode_array(
     if grid.size and (grid.min() < 0 or grid.max() > 0xFFFF):
         raise DecodeError("register words are not all 16-bit")
     grid = grid.astype(np.uint16)
-    if _word_swap(byte_order):
-        grid = grid[:, ::-1]
-    if _byte_swap(byte_order):
+    perm, swapped = _layout(byte_order, width)
+    inverse = [0] * width
+    for wire_index, significance in enumerate(perm):
+        inverse[significance] = wire_index
+    grid = grid[:, inverse]
+    if swapped:
         grid = grid.byteswap()
     raw = np.ascontiguousarray(grid).astype(">u2").tobytes()
     values = np.frombuffer(raw, dtype=_NUMPY[data_type]).astype(np.float64)
@@ -199,6 +233,10 @@ def decode_point(
         return bits
     order = point.byte_order or default_order
     words = [int(w) for w in data]
+    if point.bit is not None:
+        return bool((words[0] >> point.bit) & 1)
+    if point.type is DataType.STRING:
+        return decode_string(words, order)
     if point.count == 1:
         return scale_value(decode_value(words, point.type, order), point.scale, point.offset)
     values = decode_array(words, point.type, order, point.count)
@@ -219,12 +257,66 @@ def encode_point(
         ValueError: the value does not fit the point.
     """
     if point.count != 1:
-        raise ValueError(f"{point.id}: a block of {point.count} values is not written")
+        return _encode_block(point, value, default_order)
     if point.table.is_bit:
         if not isinstance(value, bool | np.bool_):
             raise ValueError(f"{point.id}: a {point.kind} takes true or false, not {value!r}")
         return [bool(value)]
+    if point.type is DataType.STRING:
+        if not isinstance(value, str):
+            raise ValueError(f"{point.id}: a string takes text, not {value!r}")
+        return encode_string(value, point.width, point.byte_order or default_order)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{point.id}: {point.type.value} takes a number, not {value!r}")
     raw = unscale_value(value, point.scale, point.offset, point.type)
     return encode_value(raw, point.type, point.byte_order or default_order)
+
+
+def decode_string(words: Sequence[int], byte_order: ByteOrder) -> str:
+    """Text held two characters per register; NUL padding and trailing blanks removed.
+
+    Raises:
+        DecodeError: a word outside 0..65535.
+    """
+    _perm, swapped = _layout(byte_order, 1)
+    try:
+        raw = struct.pack(f"{'<' if swapped else '>'}{len(words)}H", *words)
+    except struct.error as err:
+        raise DecodeError(f"register words {list(words)} are not all 16-bit: {err}") from None
+    return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").rstrip(" ")
+
+
+def encode_string(text: str, registers: int, byte_order: ByteOrder) -> list[int]:
+    """The registers holding ``text``, NUL-padded; the inverse of ``decode_string``.
+
+    Raises:
+        ValueError: not ASCII, holds a NUL, or longer than two characters per register.
+    """
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"{text!r} is not ASCII") from None
+    if b"\x00" in raw or len(raw) > 2 * registers:
+        raise ValueError(f"{text!r} does not fit {registers} registers ({2 * registers} chars)")
+    _perm, swapped = _layout(byte_order, 1)
+    padded = raw.ljust(2 * registers, b"\x00")
+    return list(struct.unpack(f"{'<' if swapped else '>'}{registers}H", padded))
+
+
+def _encode_block(
+    point: ModbusPoint, value: Any, default_order: ByteOrder
+) -> list[int] | list[bool]:
+    """A block point's ``count`` values, written together (FC 15 for coils, FC 16 otherwise)."""
+    items = value.tolist() if isinstance(value, np.ndarray) else value
+    if isinstance(items, str | bytes) or not hasattr(items, "__len__"):
+        raise ValueError(f"{point.id}: a block takes a list of {point.count} values")
+    if len(items) != point.count:
+        raise ValueError(f"{point.id}: a block takes {point.count} values, not {len(items)}")
+    if point.table.is_bit:
+        if not all(isinstance(v, bool | np.bool_) for v in items):
+            raise ValueError(f"{point.id}: a coil block takes true or false values")
+        return [bool(v) for v in items]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in items):
+        raise ValueError(f"{point.id}: {point.type.value} values must be numbers")
+    raw = [unscale_value(v, point.scale, point.offset, point.type) for v in items]
+    return encode_array(raw, point.type, point.byte_order or default_order)

@@ -1,12 +1,16 @@
-"""Modbus TCP driver: one shared connection, one deadline-scheduled poll loop per interval.
+"""Modbus TCP and RTU driver: one link per source, one deadline-scheduled loop per interval.
 
 How it behaves (README.md has the operator's view):
 
-- One TCP connection per source, shared by all poll loops; requests go out one at a time.
-  pymodbus's own reconnect is off (``reconnect_delay=0``) and so are its retries: after a
-  timeout the stream may carry a late answer, so we drop the connection and reconnect
-  with exponential backoff and jitter (``core.backoff``, 0.1 s doubling to 30 s) instead
-  of retrying on it.
+- TCP: one connection per source, shared by all its poll loops; requests go out one at a
+  time. pymodbus's own reconnect is off (``reconnect_delay=0``) and so are its retries:
+  after a timeout the stream may carry a late answer, so we drop the connection and
+  reconnect with exponential backoff and jitter (``core.backoff``, 0.1 s doubling to 30 s)
+  instead of retrying on it.
+- RTU: every source on one serial port shares the port's client (``connection.SerialBus``),
+  so the line carries strict request/response. A slave that does not answer fails only its
+  own source, which backs off the same way while the others keep their schedule; a port
+  error closes the port for all and the next user reopens it.
 - One poll loop per distinct poll interval. Deadlines sit on a fixed grid (start + k x
   interval): a cycle never drifts; a cycle that finishes late runs the next one at once
   and skips (and counts) any deadline that passed entirely.
@@ -33,8 +37,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import structlog
-from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import (
     ConnectionException,
     ModbusException,
@@ -46,9 +50,15 @@ from edgetwin.core.backoff import Backoff
 from edgetwin.core.errors import DecodeError, SourceUnavailable
 from edgetwin.core.ports import Emit, SourceHealth
 from edgetwin.core.tasks import raise_if_cancelling
-from edgetwin.core.types import Quality, Sample
-from edgetwin.sources.modbus.config import ModbusPoint, ModbusTcpConfig, RegisterKind
-from edgetwin.sources.modbus.decode import decode_point
+from edgetwin.core.types import Quality, Sample, Value, WriteOutcome
+from edgetwin.sources.modbus.config import (
+    ModbusPoint,
+    ModbusRtuConfig,
+    ModbusTcpConfig,
+    RegisterKind,
+)
+from edgetwin.sources.modbus.connection import Client, Connector, connector_for
+from edgetwin.sources.modbus.decode import decode_point, encode_point
 from edgetwin.sources.modbus.plan import PollGroup, ReadBlock, poll_groups
 
 EXCEPTION_NAMES = {
@@ -63,6 +73,7 @@ EXCEPTION_NAMES = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
+TORN_READ_TRIES = 3  # reads of a waveform block before it is given up as torn this cycle
 CONFIG_EXCEPTIONS = frozenset({1, 2, 3})  # the request itself is wrong; repeating it won't help
 PARK_S = 60.0  # how long a point answering exception 1-3 is left alone before the next try
 _MISSED_LOG_EVERY_S = 60.0
@@ -92,7 +103,7 @@ class LinkState(enum.Enum):
 class _Session:
     """One TCP connection; a loss report for an older session is ignored."""
 
-    def __init__(self, client: AsyncModbusTcpClient) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
 
 
@@ -122,13 +133,13 @@ class _Link:
 
     def __init__(
         self,
-        config: ModbusTcpConfig,
+        connector: Connector,
         where: str,
         health: SourceHealth,
         log: Any,
         backoff: Backoff,
     ) -> None:
-        self._config = config
+        self._connector = connector
         self._where = where
         self._health = health
         self._log = log
@@ -149,37 +160,20 @@ class _Link:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _client(self) -> AsyncModbusTcpClient:
-        return AsyncModbusTcpClient(
-            self._config.host,
-            port=self._config.port,
-            name=f"source[{self._config.name}]",
-            timeout=self._config.timeout,
-            retries=0,
-            reconnect_delay=0,  # our loop reconnects, with jitter and its own telemetry
-        )
-
     async def maintain(self) -> None:
         """Task: connect, wait for a loss, back off, reconnect; until cancelled."""
         while True:
-            client = self._client()
-            try:
-                connected = await client.connect()  # pymodbus reports failure as False
-            except BaseException:
-                client.close()  # cancelled mid-connect: leave no half-open transport behind
-                raise
-            if connected:
+            client = await self._connector.open()
+            if client is not None:
                 self._log.debug("Modbus connection open")
                 self.session = _Session(client)
                 self._lost.clear()
                 self._set_state(LinkState.UP)
                 await self._lost.wait()
             else:
-                client.close()
                 self._answering = False
                 self._health.down("connect_failed", SourceUnavailable(
-                    f"{self._where}: connect failed (refused, unreachable or no answer "
-                    f"within {self._config.timeout:g} s)"
+                    f"{self._where}: {self._connector.failure}"
                 ))
                 if self.state is not LinkState.DOWN:
                     self._set_state(LinkState.DOWN)
@@ -192,7 +186,7 @@ class _Link:
         if session is not self.session:
             return  # an older connection; its loss was reported already
         self.session = None
-        session.client.close()
+        self._connector.discard(session.client, port_failed=error_code != "timeout")
         self._answering = False
         self._health.down(error_code, error)
         self._set_state(LinkState.DOWN)
@@ -206,13 +200,12 @@ class _Link:
             self._health.up()
 
     def close(self) -> None:
-        """Close the current connection, if any."""
-        if self.session is not None:
-            self.session.client.close()
-            self.session = None
+        """Give the connection back (TCP: close it; RTU: leave the bus)."""
+        session, self.session = self.session, None
+        self._connector.release(session.client if session is not None else None)
 
 
-def _failure_code(err: ModbusException, client: AsyncModbusTcpClient) -> str:
+def _failure_code(err: ModbusException, client: Client) -> str:
     if isinstance(err, ConnectionException) or not client.connected:
         return "connection_lost"
     if isinstance(err, ModbusIOException):
@@ -221,7 +214,7 @@ def _failure_code(err: ModbusException, client: AsyncModbusTcpClient) -> str:
 
 
 def _reader(
-    client: AsyncModbusTcpClient, table: RegisterKind
+    client: Client, table: RegisterKind
 ) -> Callable[..., Awaitable[Any]]:
     if table is RegisterKind.HOLDING:
         return client.read_holding_registers
@@ -308,9 +301,11 @@ class _Poller:
                 batch.extend(Sample(s.point.id, None, Quality.BAD, ts_ns) for s in block.slots)
                 index += 1
                 continue
-            result, ts_ns = await self._read(session, block)
+            result, ts_ns = await self._read_consistent(session, block)
             self._link.answered()
-            if isinstance(result, _Refused):
+            if result is None:
+                batch.extend(self._torn(block, ts_ns))
+            elif isinstance(result, _Refused):
                 if result.code in CONFIG_EXCEPTIONS and len(block.slots) > 1:
                     self._blocks[index : index + 1] = [_Scheduled(b) for b in block.split()]
                     self._log.info(
@@ -325,6 +320,40 @@ class _Poller:
                 batch.extend(self._decode(block, result, ts_ns))
             index += 1
         return batch
+
+    async def _read_consistent(
+        self, session: _Session, block: ReadBlock
+    ) -> tuple[list[int] | list[bool] | _Refused | None, int]:
+        """``_read``, bracketed by the capture counter when a waveform in the block has one.
+
+        None when the counter moved during every one of ``TORN_READ_TRIES`` reads.
+        """
+        waveform = next((s.point.waveform for s in block.slots
+                         if s.point.waveform is not None
+                         and s.point.waveform.counter_address is not None), None)
+        if waveform is None or waveform.counter_address is None:
+            return await self._read(session, block)
+        width = 2 if waveform.counter_type == "uint32" else 1
+        counter = ReadBlock(block.table, waveform.counter_address, width, ())
+        for _ in range(TORN_READ_TRIES):
+            before, _ts = await self._read(session, counter)
+            result, ts_ns = await self._read(session, block)
+            after, _ts = await self._read(session, counter)
+            if isinstance(before, _Refused):
+                return before, ts_ns
+            if isinstance(result, _Refused) or before == after:
+                return result, ts_ns
+            self._source.torn_reads += 1
+        return None, ts_ns
+
+    def _torn(self, block: ReadBlock, ts_ns: int) -> list[Sample]:
+        error = DecodeError(
+            f"{self._where}: read {block.describe()}: a new capture replaced the block during"
+            f" each of {TORN_READ_TRIES} reads"
+        )
+        for slot in block.slots:
+            self._health.point_error(slot.point.id, "waveform_torn", error)
+        return [Sample(slot.point.id, None, Quality.BAD, ts_ns) for slot in block.slots]
 
     async def _read(
         self, session: _Session, block: ReadBlock
@@ -419,7 +448,7 @@ class ModbusSource:
 
     def __init__(
         self,
-        config: ModbusTcpConfig,
+        config: ModbusTcpConfig | ModbusRtuConfig,
         *,
         reconnect_initial_s: float = 0.1,
         reconnect_max_s: float = 30.0,
@@ -431,16 +460,83 @@ class ModbusSource:
         self.groups = poll_groups(
             config.points, default_interval_s=config.poll_interval, max_gap=config.max_read_gap
         )
-        self.where = (
-            f"modbus source {config.name!r} "
-            f"(tcp {config.host}:{config.port}, unit {config.unit_id})"
-        )
+        link_name = (f"rtu {config.port}" if isinstance(config, ModbusRtuConfig)
+                     else f"tcp {config.host}:{config.port}")
+        self.where = f"modbus source {config.name!r} ({link_name}, unit {config.unit_id})"
         self.missed_cycles = 0
+        self.torn_reads = 0  # waveform reads repeated because a new capture replaced the block
         self.log = structlog.get_logger().bind(component="modbus", source=config.name)
+        self._points = {p.id: p for p in config.points}
+        self._link: _Link | None = None  # set while run() is active; write() needs it
 
     def resources(self) -> frozenset[str]:
         """None: a TCP device may be polled by several sources (unlike a serial port)."""
         return self.config.resources()
+
+    async def write(self, point: str, value: Value) -> WriteOutcome:
+        """Encode with the point's codec, write (FC 5, 6, 15 or 16), read back, compare.
+
+        Success means the registers (or the coil) read back equal, word for word, what was
+        written: the read-back goes through the same codec as the write, so a byte-order
+        mistake cannot pass. The request lock keeps polls from interleaving.
+        """
+        spec = self._points.get(point)
+        if spec is None:
+            return WriteOutcome(False, f"{self.where}: {point!r} is not a point of this source")
+        if not spec.writable:
+            return WriteOutcome(False, f"{self.where}: {point!r} is not writable")
+        order = self.config.byte_order
+        try:
+            data = encode_point(spec, value, order)
+        except (ValueError, DecodeError) as err:
+            return WriteOutcome(False, f"{self.where}: {err}")
+        link = self._link
+        if link is None:
+            return WriteOutcome(False, f"{self.where}: the source is not running")
+        what = f"{self.where}: write {spec.kind} {spec.address}"
+        async with link.request_lock:
+            session = link.session
+            if session is None:
+                return WriteOutcome(False, f"{what}: not connected")
+            try:
+                back = await self._write_and_read_back(session.client, spec, data)
+            except ModbusException as err:
+                error = SourceUnavailable(f"{what} failed: {err}")
+                link.lost(session, _failure_code(err, session.client), error)
+                return WriteOutcome(False, str(error))
+        if isinstance(back, _Refused):
+            name = EXCEPTION_NAMES.get(back.code, "unknown exception")
+            return WriteOutcome(False, f"{what}: exception {back.code} ({name})")
+        read_back = decode_point(spec, back, order)
+        if isinstance(read_back, np.ndarray):
+            read_back = read_back.tolist()
+        if list(back) != list(data):
+            return WriteOutcome(False, f"{what}: read back {read_back!r}, wrote {value!r}",
+                                read_back)
+        return WriteOutcome(True, None, read_back)
+
+    async def _write_and_read_back(
+        self, client: Client, spec: ModbusPoint, data: list[int] | list[bool]
+    ) -> list[int] | list[bool] | _Refused:
+        unit = self.config.unit_id
+        if spec.table is RegisterKind.COIL and len(data) > 1:
+            response = await client.write_coils(spec.address, [bool(b) for b in data],
+                                                device_id=unit)
+        elif spec.table is RegisterKind.COIL:
+            response = await client.write_coil(spec.address, bool(data[0]), device_id=unit)
+        elif len(data) == 1:
+            response = await client.write_register(spec.address, int(data[0]), device_id=unit)
+        else:
+            response = await client.write_registers(spec.address, [int(w) for w in data],
+                                                    device_id=unit)
+        if response.isError():
+            return _Refused(int(response.exception_code), spec.address, len(data))
+        back = await _reader(client, spec.table)(spec.address, count=spec.width, device_id=unit)
+        if back.isError():
+            return _Refused(int(back.exception_code), spec.address, spec.width)
+        if spec.table.is_bit:
+            return [bool(bit) for bit in back.bits[:spec.width]]
+        return [int(word) for word in back.registers]
 
     async def run(self, emit: Emit, health: SourceHealth) -> None:
         """Poll until cancelled; see the module docstring for the failure behaviour.
@@ -449,10 +545,11 @@ class ModbusSource:
         before this returns.
         """
         backoff = Backoff(self.reconnect_initial_s, self.reconnect_max_s)
-        link = _Link(self.config, self.where, health, self.log, backoff)
+        link = _Link(connector_for(self.config), self.where, health, self.log, backoff)
+        self._link = link
         self.log.info(
             "Modbus source starting",
-            host=self.config.host, port=self.config.port, unit_id=self.config.unit_id,
+            link=self.where, unit_id=self.config.unit_id,
             points=len(self.config.points),
             blocks=sum(len(g.blocks) for g in self.groups),
             intervals_s=[g.interval_s for g in self.groups],
@@ -466,5 +563,6 @@ class ModbusSource:
                         name=f"source[{self.name}].poll[{group.interval_s:g}s]",
                     )
         finally:
+            self._link = None
             link.close()
             self.log.info("Modbus source stopped")

@@ -1,8 +1,9 @@
-"""OPC UA source: configuration only until the driver lands."""
+"""OPC UA source: an asyncua client that subscribes (or polls) nodes of one server."""
 
-from edgetwin.sources.opcua.config import OpcuaConfig
+from edgetwin.sources.opcua.config import OpcuaConfig, OpcuaPoint
+from edgetwin.sources.opcua.driver import OpcuaSource
 from edgetwin.sources.registry import SourceSpec
 
-PLUGIN = SourceSpec("opcua", OpcuaConfig)
+PLUGIN = SourceSpec("opcua", OpcuaConfig, OpcuaSource)
 
-__all__ = ["PLUGIN", "OpcuaConfig"]
+__all__ = ["PLUGIN", "OpcuaConfig", "OpcuaPoint", "OpcuaSource"]

@@ -1,8 +1,9 @@
-"""Serial line-protocol source: configuration only until the driver lands."""
+"""Serial line-protocol source: text records by regex, or fixed binary frames."""
 
 from edgetwin.sources.registry import SourceSpec
 from edgetwin.sources.serial.config import SerialConfig
+from edgetwin.sources.serial.driver import SerialSource
 
-PLUGIN = SourceSpec("serial", SerialConfig)
+PLUGIN = SourceSpec("serial", SerialConfig, SerialSource)
 
-__all__ = ["PLUGIN", "SerialConfig"]
+__all__ = ["PLUGIN", "SerialConfig", "SerialSource"]
