@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from plcsim import SimProcess
+from plcsim import Sim, SimProcess
 from tests.helpers.mqtt import Recorder
 from tests.helpers.procs import Broker, PlcSim
 
@@ -38,6 +40,17 @@ async def modbus_sim() -> AsyncIterator[SimProcess]:
         yield sim
     finally:
         await sim.stop()
+
+
+@pytest.fixture
+async def ticking_sim() -> AsyncIterator[Sim]:
+    """A simulation ticking in real time (50 ms ticks), for faces and drivers following it."""
+    simulation = Sim(seed=1, tick_s=0.05)
+    task = asyncio.create_task(simulation.run())
+    yield simulation
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @pytest.fixture

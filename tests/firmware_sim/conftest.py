@@ -7,8 +7,6 @@ moves when a test steps it, so every value read can be compared exactly.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,17 +31,6 @@ async def client(modbus_sim: SimProcess) -> AsyncIterator[AsyncModbusTcpClient]:
         yield modbus
     finally:
         modbus.close()
-
-
-@pytest.fixture
-async def ticking_sim() -> AsyncIterator[Sim]:
-    """A simulation ticking in real time (50 ms ticks), for faces that follow it live."""
-    simulation = Sim(seed=1, tick_s=0.05)
-    task = asyncio.create_task(simulation.run())
-    yield simulation
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @pytest.fixture

@@ -66,14 +66,9 @@ def batches() -> BatchRecorder:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    """A simulation ticking in real time (50 ms ticks)."""
-    simulation = Sim(seed=1, tick_s=0.05)
-    task = asyncio.create_task(simulation.run())
-    yield simulation
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+def sim(ticking_sim: Sim) -> Sim:
+    """The plant these tests read follows real time: the suite's ticking simulation."""
+    return ticking_sim
 
 
 @pytest.fixture

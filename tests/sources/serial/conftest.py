@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -75,11 +74,6 @@ def rec() -> Recording:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    """A plcsim simulation ticking in real time (50 ms ticks) in this event loop."""
-    simulation = Sim(seed=1, tick_s=0.05)
-    task = asyncio.create_task(simulation.run(), name="test.sim")
-    yield simulation
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+def sim(ticking_sim: Sim) -> Sim:
+    """The plant these tests read follows real time: the suite's ticking simulation."""
+    return ticking_sim
