@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+from edgetwin.core.types import Sample
+
+BatchT = TypeVar("BatchT")
 WAIT_S = 15.0  # upper bound for any awaited condition; tests normally finish far sooner
 
 
@@ -69,3 +73,33 @@ class RecordingHealth(Recorder):
     async def wait_for(self, kind: str, count: int = 1, timeout_s: float = WAIT_S) -> None:
         await self._until(lambda: len(self.of(kind)) >= count,
                           f"no {count} x {kind} within {timeout_s} s: {self.events}", timeout_s)
+
+
+class BatchLog(Recorder, Generic[BatchT]):
+    """An Emit that keeps every batch in the shape ``_keep`` gives it, and can wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[BatchT] = []
+
+    def _keep(self, batch: Sequence[Sample]) -> BatchT:
+        raise NotImplementedError
+
+    async def __call__(self, batch: Sequence[Sample]) -> None:
+        self.batches.append(self._keep(batch))
+        self._notify()
+
+    async def wait_for(
+        self, check: Callable[[BatchT], bool], *, after: int = 0, timeout_s: float = WAIT_S
+    ) -> tuple[int, BatchT]:
+        """The first batch at index >= ``after`` that passes ``check``, with its index."""
+
+        def find() -> tuple[int, BatchT] | None:
+            for index in range(after, len(self.batches)):
+                if check(self.batches[index]):
+                    return index, self.batches[index]
+            return None
+
+        found = await self._until(find, f"no matching batch within {timeout_s} s", timeout_s)
+        assert isinstance(found, tuple)
+        return found

@@ -2,51 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import pytest
 
 from edgetwin.core.types import Sample
-from tests.helpers.recording import WAIT_S, Recorder, RecordingHealth
+from tests.helpers.recording import BatchLog
 
 
-@dataclass
-class BatchRecorder(Recorder):
+class BatchRecorder(BatchLog[dict[str, Sample]]):
     """An Emit that keeps every batch as {point: Sample}."""
 
-    batches: list[dict[str, Sample]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        super().__init__()
-
-    async def __call__(self, batch: Sequence[Sample]) -> None:
-        self.batches.append({s.point: s for s in batch})
-        self._notify()
-
-    async def wait_for(
-        self,
-        check: Callable[[dict[str, Sample]], bool],
-        *,
-        after: int = 0,
-        timeout_s: float = WAIT_S,
-    ) -> tuple[int, dict[str, Sample]]:
-        """The first batch at index >= ``after`` that passes ``check``, with its index."""
-
-        def find() -> tuple[int, dict[str, Sample]] | None:
-            for index in range(after, len(self.batches)):
-                if check(self.batches[index]):
-                    return index, self.batches[index]
-            return None
-
-        found = await self._until(find, f"no matching batch within {timeout_s} s", timeout_s)
-        assert isinstance(found, tuple)
-        return found
-
-
-@pytest.fixture
-def health() -> RecordingHealth:
-    return RecordingHealth()
+    def _keep(self, batch: Sequence[Sample]) -> dict[str, Sample]:
+        return {s.point: s for s in batch}
 
 
 @pytest.fixture

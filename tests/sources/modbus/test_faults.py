@@ -11,7 +11,8 @@ from edgetwin.core.types import Quality
 from edgetwin.sources.modbus import ModbusSource
 from plcsim import SimProcess
 from plcsim.control import call
-from tests.sources.modbus.conftest import BatchRecorder, RecordingHealth
+from tests.helpers.recording import RecordingHealth
+from tests.sources.modbus.conftest import BatchRecorder
 from tests.sources.modbus.test_driver import FAST_RECONNECT, every, running, skid_config
 from tests.sources.modbus.test_rtu import PLC, VIBRATION, line, rtu  # noqa: F401  # fixture
 

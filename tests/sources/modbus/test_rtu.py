@@ -16,7 +16,8 @@ from edgetwin.sources.modbus import MODBUS_RTU, ModbusRtuConfig, ModbusSource
 from edgetwin.sources.modbus.connection import _BUSES
 from plcsim import Sim
 from plcsim.modbus_rtu import ModbusRtuFace
-from tests.sources.modbus.conftest import BatchRecorder, RecordingHealth
+from tests.helpers.recording import RecordingHealth
+from tests.sources.modbus.conftest import BatchRecorder
 from tests.sources.modbus.test_driver import every, running
 
 

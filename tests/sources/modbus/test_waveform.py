@@ -14,7 +14,8 @@ from edgetwin.core.types import Quality
 from edgetwin.sources.modbus import ModbusSource, ModbusTcpConfig
 from plcsim import Sim
 from plcsim.modbus_tcp import ModbusTcpFace
-from tests.sources.modbus.conftest import BatchRecorder, RecordingHealth
+from tests.helpers.recording import RecordingHealth
+from tests.sources.modbus.conftest import BatchRecorder
 from tests.sources.modbus.test_driver import running
 
 SAMPLES = 4096

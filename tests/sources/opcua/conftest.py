@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -15,50 +14,18 @@ from edgetwin.core.types import Sample
 from edgetwin.sources.opcua import OpcuaConfig, OpcuaSource
 from plcsim.opcua_face import OpcuaFace
 from plcsim.sim import Sim
-from tests.helpers.recording import WAIT_S, Recorder, RecordingHealth
+from tests.helpers.recording import BatchLog, RecordingHealth
 
 
-@dataclass
-class BatchRecorder(Recorder):
+class BatchRecorder(BatchLog[list[Sample]]):
     """An Emit that keeps every batch, as emitted."""
 
-    batches: list[list[Sample]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        super().__init__()
-
-    async def __call__(self, batch: Sequence[Sample]) -> None:
-        self.batches.append(list(batch))
-        self._notify()
+    def _keep(self, batch: Sequence[Sample]) -> list[Sample]:
+        return list(batch)
 
     def samples(self, point: str, after: int = 0) -> list[Sample]:
         """Every sample of ``point`` in batches at index >= ``after``."""
         return [s for b in self.batches[after:] for s in b if s.point == point]
-
-    async def wait_for(
-        self,
-        check: Callable[[list[Sample]], bool],
-        *,
-        after: int = 0,
-        timeout_s: float = WAIT_S,
-    ) -> tuple[int, list[Sample]]:
-        """The first batch at index >= ``after`` that passes ``check``, with its index."""
-
-        def find() -> tuple[int, list[Sample]] | None:
-            for index in range(after, len(self.batches)):
-                if check(self.batches[index]):
-                    return index, self.batches[index]
-            return None
-
-        found = await self._until(find, f"no matching batch within {timeout_s} s", timeout_s)
-        assert isinstance(found, tuple)
-        return found
-
-
-@pytest.fixture
-def health() -> RecordingHealth:
-    return RecordingHealth()
-
 
 @pytest.fixture
 def batches() -> BatchRecorder:

@@ -14,7 +14,8 @@ from edgetwin.core.types import Quality
 from edgetwin.sources.opcua import OpcuaSource
 from plcsim.opcua_face import OpcuaFace
 from plcsim.sim import Sim
-from tests.sources.opcua.conftest import BatchRecorder, RecordingHealth, make_config, running
+from tests.helpers.recording import RecordingHealth
+from tests.sources.opcua.conftest import BatchRecorder, make_config, running
 
 pytestmark = pytest.mark.sim
 

@@ -19,7 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgetwin.core.types import Quality
 from edgetwin.sources.opcua import OpcuaConfig, OpcuaSource
-from tests.sources.opcua.conftest import BatchRecorder, RecordingHealth, running
+from tests.helpers.recording import RecordingHealth
+from tests.sources.opcua.conftest import BatchRecorder, running
 
 pytestmark = pytest.mark.sim
 CLIENT_URI = "urn:edgetwin:test-gateway"
