@@ -1,8 +1,9 @@
-"""Samples/s through deadband -> twin -> outbox -> JSON twin encoding, in one process.
+"""Samples/s through deadband -> twin -> durable outbox -> JSON twin encoding, in one process.
 
-This is the gateway's per-sample hot path without any I/O: a source's batch is folded into
-the twin, its deltas queued in the outbox, claimed, encoded and settled as if the broker had
-acknowledged them. It prints one line per scenario and one JSON line for machines.
+This is the gateway's per-sample hot path without the network: a source's batch is folded
+into the twin, its deltas committed to the SQLite outbox (group commit, synchronous=NORMAL,
+on a temporary directory), claimed, encoded and settled as if the broker had acknowledged
+them. It prints one line per scenario and one JSON line for machines.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetwin.config.model import OnFull
-from edgetwin.core.counter import ReservedCounter
-from edgetwin.core.types import Delivery, PointSpec, Quality, Sample
-from edgetwin.outbox import MemoryOutbox
+from edgetwin.config.model import BufferConfig
+from edgetwin.core.tasks import cancel_and_wait
+from edgetwin.core.types import Delivery, Delta, PointSpec, Quality, Sample
+from edgetwin.outbox import DurableOutbox
 from edgetwin.sync.jsontwin import JsonTwinEncoder
 from edgetwin.telemetry import Telemetry
 from edgetwin.twin import TwinStore
@@ -33,9 +34,10 @@ async def run_scenario(points: int, assets: int, cycles: int, change_ratio: floa
     """Push ``cycles`` batches of ``points`` samples; ``change_ratio`` of them beat the deadband."""
     ids = [f"asset{i % assets}/p{i}" for i in range(points)]
     specs = {pid: PointSpec(pid, "bench", deadband=DEADBAND) for pid in ids}
-    twin = TwinStore(specs, state_dir)
-    outbox = MemoryOutbox(ReservedCounter(state_dir / "seq"), Telemetry(), 1 << 30,
-                          OnFull.DROP_OLDEST)
+    outbox = DurableOutbox(state_dir, BufferConfig(max_bytes=1 << 30), Telemetry(),
+                           max_delay_s=0.005)
+    committer = asyncio.create_task(outbox.run())
+    twin = TwinStore(specs, state_dir, outbox.restored_twin)
     encoder = JsonTwinEncoder("edgetwin/v1", "bench")
     rng = np.random.default_rng(7)
     # Precomputed values: a point that changes in a cycle toggles between two levels 2*DEADBAND
@@ -49,23 +51,32 @@ async def run_scenario(points: int, assets: int, cycles: int, change_ratio: floa
         [Sample(pid, float(v), Quality.GOOD, c + 1) for pid, v in zip(ids, row, strict=True)]
         for c, row in enumerate(values.tolist())
     ]
-    await outbox.put(twin.apply(batches[0]))  # first sight of every point is a change
-    for entry in await outbox.claim(10**9):
-        outbox.settle(entry.seq, Delivery.DELIVERED)
+    first = twin.apply(batches[0])  # first sight of every point is a change
+    await outbox.put(first)
+    settled = 0
+    while settled < len(first):
+        for entry in await outbox.claim(10**6):
+            outbox.settle(entry.seq, Delivery.DELIVERED)
+            settled += 1
 
-    deltas = changes = payload_bytes = 0
+    deltas = messages = changes = payload_bytes = 0
     started = time.perf_counter()
     for batch in batches[1:]:
         new = twin.apply(batch)
         await outbox.put(new)
         deltas += len(new)
-        if outbox.pending():
-            for entry in await outbox.claim(10_000):
-                message = encoder.reported(entry)
-                payload_bytes += len(message.payload)
-                changes += len(entry.delta.changes)
-                outbox.settle(entry.seq, Delivery.DELIVERED)
+    await outbox.commit()
+    while messages < deltas:
+        for entry in await outbox.claim(10_000):
+            message = encoder.entry(entry)
+            payload_bytes += len(message.payload)
+            assert isinstance(entry.item, Delta)
+            messages += 1
+            changes += len(entry.item.changes)
+            outbox.settle(entry.seq, Delivery.DELIVERED)
     elapsed = time.perf_counter() - started
+    await cancel_and_wait(committer)
+    await outbox.close()
     samples = points * (cycles - 1)
     return {
         "points": points, "change_ratio": change_ratio, "samples": samples,

@@ -12,7 +12,7 @@ ENC = JsonTwinEncoder("edgetwin/v1", "gw1")
 def test_reported_message_matches_the_design_contract() -> None:
     """A delta becomes {seq, v, ts, state{point: {v, ts, q}}} on <asset>/reported at QoS 1."""
     state = PointState(61.5, 1_700_000_000_123_456_789, Quality.GOOD, 42)
-    msg = ENC.reported(OutboxEntry(7, Delta("pump1", 42, state.ts_ns, {"motor_temp": state})))
+    msg = ENC.entry(OutboxEntry(7, Delta("pump1", 42, state.ts_ns, {"motor_temp": state})))
     assert msg.topic == "edgetwin/v1/gw1/pump1/reported"
     assert (msg.qos, msg.retain) == (1, False)
     assert json.loads(msg.payload) == {
@@ -47,7 +47,7 @@ def test_status_online_and_offline_are_retained() -> None:
 def test_any_scalar_value_encodes_to_valid_json(value: object) -> None:
     """Property: every scalar a source can produce encodes; NaN/inf become null."""
     state = PointState(value, 1, Quality.GOOD, 1)
-    doc = json.loads(ENC.reported(OutboxEntry(1, Delta("a", 1, 1, {"p": state}))).payload)
+    doc = json.loads(ENC.entry(OutboxEntry(1, Delta("a", 1, 1, {"p": state}))).payload)
     got = doc["state"]["p"]["v"]
     if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
         assert got is None

@@ -1,15 +1,15 @@
 """The MQTT session against a real Mosquitto: delivery, retained state, outages, drain."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from edgetwin.config.model import MqttConfig, SyncConfig
-from edgetwin.core.counter import ReservedCounter
+from edgetwin.config.model import BufferConfig, MqttConfig, SyncConfig
+from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import PointSpec, Quality, Sample
-from edgetwin.outbox import MemoryOutbox
+from edgetwin.outbox import DurableOutbox
 from edgetwin.sync import MqttSession
 from edgetwin.telemetry import Telemetry
 from edgetwin.twin import TwinStore
@@ -27,13 +27,19 @@ class Rig:
 
     def __init__(self, tmp_path: Path, port: int) -> None:
         self.telemetry = Telemetry()
-        self.twin = TwinStore(SPECS, tmp_path / "state")
-        self.outbox = MemoryOutbox(ReservedCounter(tmp_path / "state" / "seq"), self.telemetry,
-                                   2**20)
+        state = tmp_path / "state"
+        state.mkdir(exist_ok=True)
+        self.outbox = DurableOutbox(state, BufferConfig(max_bytes=2**20), self.telemetry)
+        self.committer = asyncio.create_task(self.outbox.run())
+        self.twin = TwinStore(SPECS, state, self.outbox.restored_twin)
         config = SyncConfig(mqtt=MqttConfig(host="127.0.0.1", port=port, keepalive=5))
         self.session = MqttSession(config, "gw1", self.outbox, self.twin, self.telemetry)
         self.stop = asyncio.Event()
         self.ts = 0
+
+    async def close(self) -> None:
+        await cancel_and_wait(self.committer)
+        await self.outbox.close()
 
     async def feed(self, value: int) -> None:
         self.ts += 1
@@ -41,16 +47,29 @@ class Rig:
         await self.outbox.put(self.twin.apply(batch))
 
 
+@pytest.fixture
+async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[[int], Rig]]:
+    rigs: list[Rig] = []
+
+    def make(port: int) -> Rig:
+        rigs.append(Rig(tmp_path, port))
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        await rig.close()
+
+
 def reported(value: int) -> Callable[[Received], bool]:
     return lambda m: m.topic.endswith("/reported") and m.json()["state"]["p0"]["v"] == value
 
 
 async def test_deltas_snapshot_and_status_reach_the_broker(
-    tmp_path: Path, broker: Broker, recorder_factory: Callable[..., Recorder]
+    broker: Broker, make_rig: Callable[[int], Rig], recorder_factory: Callable[..., Recorder]
 ) -> None:
     """Deltas arrive in order, the snapshot is retained, status goes online then offline."""
     rec = recorder_factory("edgetwin/v1/gw1/#")
-    rig = Rig(tmp_path, broker.port)
+    rig = make_rig(broker.port)
     task = asyncio.create_task(rig.session.run(rig.stop, drain_s=2.0))
     for value in range(1, 21):
         await rig.feed(value)
@@ -74,10 +93,10 @@ async def test_deltas_snapshot_and_status_reach_the_broker(
 
 
 async def test_broker_outage_loses_nothing_and_will_marks_offline(
-    tmp_path: Path, broker: Broker, recorder_factory: Callable[..., Recorder]
+    broker: Broker, make_rig: Callable[[int], Rig], recorder_factory: Callable[..., Recorder]
 ) -> None:
     """Entries queued while the broker is down are delivered after it returns, in order."""
-    rig = Rig(tmp_path, broker.port)
+    rig = make_rig(broker.port)
     task = asyncio.create_task(rig.session.run(rig.stop, drain_s=2.0))
     rec = recorder_factory("edgetwin/v1/gw1/#")
     await rig.feed(1)
@@ -103,10 +122,10 @@ async def test_broker_outage_loses_nothing_and_will_marks_offline(
 
 
 async def test_stop_while_broker_down_returns_promptly_and_keeps_entries(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: Broker, make_rig: Callable[[int], Rig]
 ) -> None:
     """With no broker, stop ends the session within its budget and reports what is left."""
-    rig = Rig(tmp_path, broker.port)
+    rig = make_rig(broker.port)
     broker.stop(kill=True)
     task = asyncio.create_task(rig.session.run(rig.stop, drain_s=1.0))
     await rig.feed(1)
@@ -116,14 +135,16 @@ async def test_stop_while_broker_down_returns_promptly_and_keeps_entries(
     assert not rig.session.connected
 
 
-async def test_password_comes_from_a_file_and_a_wrong_one_is_counted(tmp_path: Path) -> None:
+async def test_password_comes_from_a_file_and_a_wrong_one_is_counted(
+    tmp_path: Path, make_rig: Callable[[int], Rig]
+) -> None:
     """The broker password is read from password_file; a refused login is retried, not fatal."""
     broker = Broker(tmp_path, users={"gw1": "s3cret"})
     broker.start()
     try:
         secret = tmp_path / "mqtt.password"
         secret.write_text("wrong\n")
-        rig = Rig(tmp_path, broker.port)
+        rig = make_rig(broker.port)
         mqtt = MqttConfig(host="127.0.0.1", port=broker.port, username="gw1",
                           password_file=secret)
         rig.session = MqttSession(SyncConfig(mqtt=mqtt), "gw1", rig.outbox, rig.twin,

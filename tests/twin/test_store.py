@@ -89,36 +89,37 @@ def test_unchanged_reads_keep_a_point_fresh(tmp_path: Path) -> None:
     assert twin.sweep_stale(now_ns=4_000_000_000) == []
 
 
-def test_snapshot_restores_state_and_versions_keep_growing(tmp_path: Path) -> None:
+def test_restored_state_comes_back_and_versions_keep_growing(tmp_path: Path) -> None:
     """After a restart the twin has its state back and every new version is larger."""
     twin = TwinStore(SPECS, tmp_path)
-    twin.apply([s("pump1/temp", 20.0), s("tank1/level", 7)])
-    twin.save()
+    deltas = twin.apply([s("pump1/temp", 20.0), s("tank1/level", 7)])
+    saved = {f"{d.asset}/{name}": st for d in deltas for name, st in d.changes.items()}
     before = twin.asset_version("pump1")
-    reopened = TwinStore(SPECS, tmp_path)
+    reopened = TwinStore(SPECS, tmp_path, restored=saved)
     assert reopened.get("pump1/temp").value == 20.0  # type: ignore[union-attr]
     assert reopened.asset_version("pump1") == before
     (delta,) = reopened.apply([s("pump1/temp", 30.0, 2)])
     assert delta.version > before
 
 
-def test_versions_grow_after_crash_without_snapshot(tmp_path: Path) -> None:
-    """Versions issued after the last snapshot are never issued again after a crash."""
+def test_versions_grow_after_a_crash_that_lost_the_latest_state(tmp_path: Path) -> None:
+    """Versions issued after the last stored state are never issued again after a crash."""
     twin = TwinStore(SPECS, tmp_path)
-    twin.apply([s("tank1/level", 1)])
-    twin.save()
+    (first,) = twin.apply([s("tank1/level", 1)])
+    saved = {"tank1/level": first.changes["level"]}
     issued = [twin.apply([s("tank1/level", i, i)])[0].version for i in range(2, 50)]
-    crashed = TwinStore(SPECS, tmp_path)  # the snapshot is older than the last versions
+    crashed = TwinStore(SPECS, tmp_path, restored=saved)  # older than the last versions
     (delta,) = crashed.apply([s("tank1/level", 1000, 1000)])
     assert delta.version > max(issued)
 
 
-def test_broken_snapshot_is_set_aside_and_twin_starts_empty(tmp_path: Path) -> None:
-    """A corrupt snapshot file never stops the gateway; it is kept for inspection."""
-    (tmp_path / "twin.json").write_text("{not json")
-    twin = TwinStore(SPECS, tmp_path)
-    assert len(twin) == 0
-    assert list(tmp_path.glob("twin.broken-*"))
+def test_restored_points_no_longer_configured_are_left_out(tmp_path: Path) -> None:
+    """A point removed from the config while the gateway was down does not come back."""
+    old = {"pump1/gone": SPECS["pump1/temp"]}
+    twin = TwinStore({**SPECS, **old}, tmp_path)
+    deltas = twin.apply([s("pump1/gone", 1.0)])
+    saved = {f"{d.asset}/{name}": st for d in deltas for name, st in d.changes.items()}
+    assert len(TwinStore(SPECS, tmp_path, restored=saved)) == 0
 
 
 def test_reload_drops_points_no_longer_configured(tmp_path: Path) -> None:

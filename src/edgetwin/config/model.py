@@ -44,7 +44,6 @@ class GatewaySection(Model):
     group: Name
     state_dir: Path = Path("/var/lib/edgetwin")
     log_format: LogFormat = LogFormat.AUTO
-    snapshot_interval: Seconds = 10.0  # how often a changed twin is written to state_dir
 
 
 class PointConfig(Model):
@@ -270,12 +269,22 @@ class OnFull(enum.Enum):
     BLOCK_SOURCES = "block_sources"
 
 
+class Durability(enum.Enum):
+    """SQLite ``synchronous`` mode of the outbox: what a commit survives."""
+
+    NORMAL = "normal"  # a process crash or kill -9; the last commits may be lost to a power cut
+    FULL = "full"  # a power cut too: every commit is fsynced before it counts
+
+
 class BufferConfig(Model):
     """Store-and-forward bounds."""
 
     max_bytes: Bytes = 256 * 2**20
     on_full: OnFull = OnFull.DROP_OLDEST
     replay_rate: float = Field(default=2000, gt=0)  # messages/s while draining a backlog
+    durability: Durability = Durability.NORMAL
+    # The in-memory queue that takes over while the disk is full or the database fails.
+    memory_max_bytes: Bytes = 16 * 2**20
 
 
 class RateLimit(Model):

@@ -12,15 +12,20 @@ from edgetwin.core.ports import Emit, Outbox, Source, SourceHealth, TwinView
 from edgetwin.core.types import (
     Delivery,
     Delta,
+    Item,
     OutboxEntry,
     PointSpec,
     PointState,
+    Priority,
     Quality,
+    Record,
+    RecordKind,
     Sample,
     Value,
     WriteOutcome,
     asset_of,
     point_name_of,
+    priority_of,
 )
 
 __all__ = [
@@ -31,11 +36,15 @@ __all__ = [
     "Delta",
     "EdgetwinError",
     "Emit",
+    "Item",
     "Outbox",
     "OutboxEntry",
     "PointSpec",
     "PointState",
+    "Priority",
     "Quality",
+    "Record",
+    "RecordKind",
     "Sample",
     "Source",
     "SourceHealth",
@@ -46,4 +55,5 @@ __all__ = [
     "WriteOutcome",
     "asset_of",
     "point_name_of",
+    "priority_of",
 ]

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from edgetwin.core.types import (
     Delivery,
-    Delta,
+    Item,
     OutboxEntry,
     PointState,
     Sample,
@@ -67,23 +67,26 @@ class Source(Protocol):
 class Outbox(Protocol):
     """Store-and-forward queue between the twin and sync.
 
-    Contract: ``put`` is called by the ingest stage only; ``claim``/``settle``/``rewind`` by the
-    one sync session only. Entries come out of ``claim`` in ``seq`` order; an entry stays in the
-    outbox until it is settled DELIVERED or REJECTED. ``rewind`` (after a lost connection)
-    makes every claimed but unsettled entry claimable again, in its original order.
+    Contract: ``put`` is called by the ingest stage (and by anything that raises alarms,
+    results or audit records); ``claim``/``settle``/``rewind`` by the one sync session only.
+    Entries come out of ``claim`` in ``seq`` order within each lane: live entries first, the
+    backlog (everything queued before the latest reconnect, marked ``historical``) at the
+    replay rate. An entry stays in the outbox until it is settled DELIVERED or REJECTED, or
+    its hold window after SENT has passed. ``rewind`` (after a lost connection) makes every
+    claimed, unsettled or held entry claimable again, as history, in its original order.
     """
 
-    async def put(self, deltas: Sequence[Delta]) -> None:
+    async def put(self, items: Sequence[Item]) -> None:
         """Accept a batch; assigns each a sequence number. Applies the buffer's on_full policy."""
 
     async def claim(self, limit: int) -> list[OutboxEntry]:
-        """Wait until entries are pending, then return up to ``limit`` of the oldest ones."""
+        """Wait until entries are claimable, then return up to ``limit`` of them."""
 
-    def settle(self, seq: int, outcome: Delivery) -> None:
-        """Record the outcome of one claimed entry."""
+    def settle(self, seq: int, outcome: Delivery, reason: str | None = None) -> None:
+        """Record the outcome of one claimed entry; ``reason`` says why it was rejected."""
 
     def rewind(self) -> None:
-        """Return every claimed, unsettled entry to the pending queue, keeping order."""
+        """Return every claimed, unsettled or held entry to the queue, keeping order."""
 
     def depth(self) -> int:
         """Entries not yet settled (pending and claimed)."""

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 
 def raise_if_cancelling() -> None:
@@ -33,3 +36,18 @@ async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = 1.0) -> b
             return False
         await asyncio.wait({task}, timeout=min(0.1, left))
     return True
+
+
+async def finish_in_thread(future: asyncio.Future[_T]) -> _T:
+    """Await ``future`` to its end even when cancelled meanwhile.
+
+    For work handed to a thread whose result must be applied (a commit that happened is
+    a commit): a cancellation waits for the result instead of dropping it, and stays
+    recorded in ``cancelling()``, so the caller's next ``raise_if_cancelling()`` ends it.
+    """
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise

@@ -75,20 +75,64 @@ class Delta:
     changes: Mapping[str, PointState]
 
 
+class RecordKind(enum.Enum):
+    """Messages that are not twin deltas; each has its own topic and outlives data when full."""
+
+    ALARM = "alarm"
+    COMMAND_RESULT = "command_result"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An alarm, command result or audit record on its way to the broker.
+
+    ``body`` holds JSON-able values only; ``asset`` is ``""`` for gateway-wide records.
+    """
+
+    kind: RecordKind
+    asset: str
+    ts_ns: int
+    body: Mapping[str, Any]
+
+
+Item = Delta | Record
+"""What the outbox carries."""
+
+
+class Priority(enum.IntEnum):
+    """Eviction order when the buffer is full: the lowest goes first."""
+
+    DATA = 0
+    ALARM = 1
+    COMMAND = 2  # command results and audit records: a safety trail is never dropped first
+
+
+def priority_of(item: Item) -> Priority:
+    """Deltas are data; alarms, command results and audit records are evicted last."""
+    if isinstance(item, Delta):
+        return Priority.DATA
+    return Priority.ALARM if item.kind is RecordKind.ALARM else Priority.COMMAND
+
+
 class Delivery(enum.Enum):
     """Outcome of one delivery attempt of an outbox entry."""
 
     DELIVERED = "delivered"  # the broker confirmed it; the entry is gone
     RETRY = "retry"  # not confirmed; it goes out again, in order
     REJECTED = "rejected"  # can never be delivered (too large, cannot encode); dead-lettered
+    # Written to the socket at QoS 0 (Sparkplug DATA): no ack will come, so the entry is kept
+    # for the outbox's hold window and replayed as history if the link drops within it.
+    SENT = "sent"
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """A delta with the gateway-wide message sequence the outbox gave it."""
+    """An item with the gateway-wide message sequence the outbox gave it."""
 
     seq: int  # per gateway; only grows, so a consumer can drop duplicates
-    delta: Delta
+    item: Item
+    historical: bool = False  # a replay of the backlog, not live data
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,18 @@
 Invariants:
 - only this module knows both ends of any queue: sources emit into ``_ingest``, which feeds
   the twin and the outbox that sync drains;
-- READY=1 goes to systemd only after the config is valid and the state directory is open;
+- READY=1 goes to systemd only after the config is valid and the state directory is open
+  (and locked: one gateway per state directory);
 - a failed source is restarted by the supervisor; a failed core task ends the process;
-- on stop: sources first, then the twin snapshot, then sync drains within the budget.
+- on stop: sources first, then sync drains within the budget, then the outbox commits
+  what is left and closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -26,12 +29,12 @@ import structlog
 
 from edgetwin import __version__
 from edgetwin.config import GatewayConfig, InvalidConfig, SourceConfig, load_config
-from edgetwin.core.counter import ReservedCounter, write_atomically
-from edgetwin.core.errors import StoreError
+from edgetwin.core.counter import write_atomically
 from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import PointSpec, Quality, Sample, asset_of
+from edgetwin.daemon.statelock import lock_state_dir
 from edgetwin.daemon.supervisor import supervise
-from edgetwin.outbox import MemoryOutbox
+from edgetwin.outbox import DurableOutbox
 from edgetwin.sources import BUILTIN_SOURCES, SourceSpec
 from edgetwin.sync import MqttSession
 from edgetwin.telemetry import (
@@ -104,23 +107,21 @@ class Daemon:
             "edgetwin_waveforms_unprocessed_total",
             "Waveform samples received with no analytics stage to take them",
         )
-        self._depth = t.gauge("edgetwin_outbox_depth", "Entries waiting for the broker's ack")
-        self._bytes = t.gauge("edgetwin_outbox_bytes", "Approximate bytes held by the outbox")
         self._points = t.gauge("edgetwin_twin_points", "Points in the twin", ("quality",))
 
         state_dir = config.gateway.state_dir
-        self.twin = TwinStore(point_specs(config), state_dir)
+        self._state_lock = lock_state_dir(state_dir)
         try:
-            sequence = ReservedCounter(state_dir / "outbox.seq")
-        except OSError as err:
-            msg = f"outbox sequence in {state_dir} cannot be opened: {err}"
-            raise StoreError(msg) from err
-        self.outbox = MemoryOutbox(
-            sequence,
-            self.telemetry,
-            config.buffer.max_bytes,
-            config.buffer.on_full,
-        )
+            self.outbox = DurableOutbox(
+                state_dir, config.buffer, self.telemetry,
+                max_delay_s=config.sync.max_delay, max_batch=config.sync.max_batch,
+                hold_s=1.5 * config.sync.mqtt.keepalive,
+            )
+            self.twin = TwinStore(point_specs(config), state_dir, self.outbox.restored_twin)
+        except BaseException:
+            self._state_lock.close()
+            raise
+        self._outbox_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class Daemon:
             await self._start_http()
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                self._outbox_task = group.create_task(self.outbox.run(), name="outbox.commit")
                 self._start_sync(self.config)
                 for source in self.config.sources:
                     self._start_source(source)
@@ -161,6 +163,7 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 (self.config.gateway.state_dir / RUN_FILE).unlink()
             self.notifier.close()
+            self._state_lock.close()
         log.info("Stopped", abandoned=self.outbox.depth())
         return 0
 
@@ -169,7 +172,6 @@ class Daemon:
         for name in list(self._sources):
             await self._stop_source(name)
         await self._flush_stale()
-        self._save_twin()
         self._sync_stop.set()
         if self._sync_task is not None:
             try:
@@ -179,6 +181,9 @@ class Daemon:
                 log.warning("Sync did not finish in time; cancelling it",
                             abandoned=self.outbox.depth())
                 await cancel_and_wait(self._sync_task)
+        if self._outbox_task is not None:
+            await cancel_and_wait(self._outbox_task)
+        await self.outbox.close()
         for task in helpers:
             task.cancel()
 
@@ -273,20 +278,12 @@ class Daemon:
     # -- housekeeping, reload, health ----------------------------------------------------------
 
     async def _housekeeping(self) -> None:
-        """Staleness, periodic twin snapshots, gauges; its heartbeat feeds the watchdog."""
-        last_save = time.monotonic()
+        """Staleness, gauges, STATUS=; its heartbeat feeds the watchdog."""
         last_status = ""
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)  # a period, not synchronisation
             self._heartbeat = time.monotonic()
             await self._flush_stale()
-            if self.twin.dirty and self._heartbeat - last_save >= (
-                self.config.gateway.snapshot_interval
-            ):
-                self._save_twin()
-                last_save = self._heartbeat
-            self._depth.set(self.outbox.depth())
-            self._bytes.set(self.outbox.nbytes())
             for quality, count in self.twin.qualities().items():
                 self._points.labels(quality).set(count)
             status = self._status_line()
@@ -300,16 +297,11 @@ class Daemon:
             self._deltas.inc(len(deltas))
             await self.outbox.put(deltas)
 
-    def _save_twin(self) -> None:
-        try:
-            self.twin.save()
-        except OSError as err:
-            self.telemetry.emit_error("twin", "snapshot_failed", "save", err)
-
     def _healthy(self) -> bool:
-        """For the watchdog: housekeeping ran recently and sync is alive."""
+        """For the watchdog: housekeeping ran recently, and sync and the outbox are alive."""
         fresh = time.monotonic() - self._heartbeat < 10 * HOUSEKEEPING_S + 5
-        return fresh and self._sync_task is not None and not self._sync_task.done()
+        alive = [self._sync_task, self._outbox_task]
+        return fresh and all(t is not None and not t.done() for t in alive)
 
     async def _reload_loop(self) -> None:
         while True:
@@ -397,9 +389,9 @@ class Daemon:
             "sources": sources,
             "twin": {"points": len(self.twin), "qualities": self.twin.qualities(),
                      "assets": {a: self.twin.asset_version(a) for a in assets}},
-            "outbox": {"depth": self.outbox.depth(), "bytes": self.outbox.nbytes(),
+            "outbox": {**dataclasses.asdict(self.outbox.stats()),
                        "max_bytes": self.config.buffer.max_bytes},
             "broker": self.session.status() if self.session else None,
-            "alarms": [],
+            "alarms": self.outbox.active_alarms(),
         }
 

@@ -52,9 +52,7 @@ def render_status(status: dict[str, Any]) -> str:
     since = _age(broker.get("since_ns"))
     lines += ["", f"broker   {broker.get('broker', '-')}  {state} for {since}"
               + (f"  last error: {broker['last_error']}" if broker.get("last_error") else "")]
-    outbox = status["outbox"]
-    lines.append(f"outbox   {outbox['depth']} queued, {_size(outbox['bytes'])}"
-                 f" of {_size(outbox['max_bytes'])}")
+    lines.append(_outbox_line(status["outbox"]))
     twin = status["twin"]
     q = twin["qualities"]
     lines.append(f"twin     {twin['points']} points: " +
@@ -62,4 +60,19 @@ def render_status(status: dict[str, Any]) -> str:
                  "twin     empty")
     alarms = status.get("alarms") or []
     lines.append(f"alarms   {len(alarms)} active" if alarms else "alarms   none")
+    lines += [f"  {a.get('alarm', '?')}: {a.get('message', '')}" for a in alarms]
     return "\n".join(lines)
+
+
+def _outbox_line(outbox: dict[str, Any]) -> str:
+    line = (f"outbox   {outbox['depth']} queued, {_size(outbox['nbytes'])}"
+            f" of {_size(outbox['max_bytes'])}")
+    if outbox.get("oldest_age_s") is not None:
+        line += f", oldest {outbox['oldest_age_s']:.0f} s"
+    if outbox.get("backlog"):
+        line += f", backlog {outbox['backlog']} (about {outbox['drain_s']:.0f} s to replay)"
+    if outbox.get("degraded"):
+        line += f"  DEGRADED: disk {outbox['degraded']}, new data held in memory"
+    if outbox.get("dead_letters"):
+        line += f", {outbox['dead_letters']} dead-lettered"
+    return line

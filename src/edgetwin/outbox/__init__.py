@@ -1,5 +1,5 @@
-"""Store-and-forward queue between the twin and sync."""
+"""Store-and-forward: the durable SQLite outbox between the twin and sync."""
 
-from edgetwin.outbox.memory import MemoryOutbox, entry_size
+from edgetwin.outbox.durable import DurableOutbox, OutboxStats
 
-__all__ = ["MemoryOutbox", "entry_size"]
+__all__ = ["DurableOutbox", "OutboxStats"]

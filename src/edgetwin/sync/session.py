@@ -28,7 +28,7 @@ from edgetwin.config.model import MqttProtocol, Scheme, SyncConfig
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.ports import Outbox, TwinView
 from edgetwin.core.tasks import cancel_and_wait, raise_if_cancelling
-from edgetwin.core.types import Delivery, OutboxEntry
+from edgetwin.core.types import Delivery, Delta, OutboxEntry
 from edgetwin.sync.jsontwin import JsonTwinEncoder
 from edgetwin.sync.message import MqttMessage
 from edgetwin.telemetry import Telemetry
@@ -227,7 +227,7 @@ class MqttSession:
             raise_if_cancelling()  # aiomqtt's wait_for may have swallowed a cancellation
             for entry in await self._outbox.claim(self._config.max_batch):
                 try:
-                    message = self.encoder.reported(entry)
+                    message = self.encoder.entry(entry)
                 except (ValueError, TypeError) as err:
                     self._reject(entry, "encode_failed", err)
                     continue
@@ -240,23 +240,24 @@ class MqttSession:
         self, client: aiomqtt.Client, entry: OutboxEntry, message: MqttMessage
     ) -> None:
         try:
-            await self._publish(client, message, "reported")
+            await self._publish(client, message, _kind(entry))
         except aiomqtt.MqttCodeError as err:
             if err.rc not in _FATAL_RC:
                 raise
             self._reject(entry, "publish_refused", err)
         else:
             self._outbox.settle(entry.seq, Delivery.DELIVERED)
-            self._dirty.add(entry.delta.asset)
-            self._dirty_event.set()
+            if isinstance(entry.item, Delta):
+                self._dirty.add(entry.item.asset)
+                self._dirty_event.set()
         finally:
             self._inflight.release()
             self._settled.set()
 
     def _reject(self, entry: OutboxEntry, code: str, err: BaseException) -> None:
-        self._outbox.settle(entry.seq, Delivery.REJECTED)
+        self._outbox.settle(entry.seq, Delivery.REJECTED, f"{code}: {err}")
         self._telemetry.emit_error("sync", code, "publish", err, seq=entry.seq,
-                                   asset=entry.delta.asset)
+                                   asset=entry.item.asset)
 
     async def _snapshot_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -282,6 +283,12 @@ class MqttSession:
         await client.publish(message.topic, message.payload, qos=message.qos,
                              retain=message.retain, timeout=timeout_s)
         self._published.labels(kind).inc()
+
+
+def _kind(entry: OutboxEntry) -> str:
+    """The ``kind`` label of the published counter."""
+    item = entry.item
+    return "reported" if isinstance(item, Delta) else item.kind.value
 
 
 def _link_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -5,27 +5,25 @@ Invariants:
   changes, or it goes stale; every change gets a new version from one gateway-wide counter;
 - versions only grow, across restarts and crashes (``ReservedCounter``);
 - an asset's version is the version of its latest point change;
-- the snapshot file is replaced atomically: after a crash it holds an older, whole state.
+- the twin keeps no file of its own: every change leaves as a delta, and the outbox stores
+  each point's latest state in the same transaction as the delta, so what is restored
+  after a crash is exactly what was committed.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import structlog
 
-from edgetwin.core.counter import ReservedCounter, write_atomically
+from edgetwin.core.counter import ReservedCounter
 from edgetwin.core.errors import StoreError
 from edgetwin.core.types import Delta, PointSpec, PointState, Quality, Sample, asset_of
 
 log = structlog.get_logger("edgetwin.twin")
 
-SNAPSHOT_FORMAT = 1
 _LIVE = (Quality.GOOD, Quality.UNCERTAIN)
 
 
@@ -43,23 +41,29 @@ def _changed(old: PointState, new: Sample, deadband: float) -> bool:
 class TwinStore:
     """The twin state of every configured point, with deadband and staleness."""
 
-    def __init__(self, specs: Mapping[str, PointSpec], state_dir: Path) -> None:
-        """Open the twin in ``state_dir``, restoring the last snapshot if there is one."""
+    def __init__(
+        self,
+        specs: Mapping[str, PointSpec],
+        state_dir: Path,
+        restored: Mapping[str, PointState] | None = None,
+    ) -> None:
+        """Open the twin's version counter in ``state_dir``, starting from ``restored`` state."""
         self._specs = dict(specs)
-        self._state_dir = state_dir
-        self._snapshot_path = state_dir / "twin.json"
-        self._points: dict[str, PointState] = {}
+        self._points = {p: s for p, s in (restored or {}).items() if p in self._specs}
         self._asset_versions: dict[str, int] = {}
+        for pid, state in self._points.items():
+            asset = asset_of(pid)
+            self._asset_versions[asset] = max(self._asset_versions.get(asset, 0), state.version)
         self._seen_ns: dict[str, int] = {}  # last GOOD/UNCERTAIN read, drives staleness
-        self._dirty = False
         self.unknown_points = 0
+        restored_max = max((s.version for s in (restored or {}).values()), default=0)
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            restored_max = self._restore()
             self._versions = ReservedCounter(state_dir / "twin.version", floor=restored_max)
         except OSError as err:
-            msg = f"twin state in {state_dir} cannot be opened: {err}"
+            msg = f"twin version counter in {state_dir} cannot be opened: {err}"
             raise StoreError(msg) from err
+        if self._points:
+            log.info("Twin restored", points=len(self._points))
 
     # -- TwinView --------------------------------------------------------------------------
 
@@ -102,7 +106,6 @@ class TwinStore:
         for gone in [p for p in self._points if p not in self._specs]:
             del self._points[gone]
             self._seen_ns.pop(gone, None)
-            self._dirty = True
         live_assets = {asset_of(p) for p in self._points}
         for asset in [a for a in self._asset_versions if a not in live_assets]:
             del self._asset_versions[asset]
@@ -147,7 +150,6 @@ class TwinStore:
     def _deltas(self, changes: dict[str, dict[str, PointState]]) -> list[Delta]:
         if not changes:
             return []
-        self._dirty = True
         deltas = []
         for asset, states in changes.items():
             version = max(s.version for s in states.values())
@@ -155,66 +157,3 @@ class TwinStore:
             ts_ns = max(s.ts_ns for s in states.values())
             deltas.append(Delta(asset, version, ts_ns, states))
         return deltas
-
-    # -- persistence -----------------------------------------------------------------------
-
-    @property
-    def dirty(self) -> bool:
-        """Whether the twin changed since the last snapshot."""
-        return self._dirty
-
-    def save(self) -> None:
-        """Write the snapshot atomically (temp file, fsync, rename)."""
-        doc = {
-            "format": SNAPSHOT_FORMAT,
-            "saved_ns": time.time_ns(),
-            "assets": self._asset_versions,
-            "points": {
-                pid: {"v": _jsonable(s.value), "ts_ns": s.ts_ns, "q": s.quality.value,
-                      "ver": s.version}
-                for pid, s in self._points.items()
-            },
-        }
-        try:
-            write_atomically(self._snapshot_path, json.dumps(doc, separators=(",", ":")).encode())
-        except OSError as err:
-            msg = f"twin snapshot {self._snapshot_path} cannot be written: {err}"
-            raise StoreError(msg) from err
-        self._dirty = False
-
-    def _restore(self) -> int:
-        """Load the snapshot; returns the highest version in it (0 without one)."""
-        try:
-            raw = self._snapshot_path.read_bytes()
-        except FileNotFoundError:
-            return 0
-        try:
-            doc = json.loads(raw)
-            if doc.get("format") != SNAPSHOT_FORMAT:
-                msg = f"unknown snapshot format {doc.get('format')!r}"
-                raise ValueError(msg)
-            points = {
-                pid: PointState(p["v"], int(p["ts_ns"]), Quality(p["q"]), int(p["ver"]))
-                for pid, p in doc["points"].items()
-            }
-            assets = {str(a): int(v) for a, v in doc["assets"].items()}
-        except (ValueError, KeyError, TypeError) as err:
-            # Keep the unreadable file for inspection and start empty; versions still grow
-            # because the counter file is separate.
-            broken = self._snapshot_path.with_suffix(f".broken-{time.time_ns()}")
-            self._snapshot_path.replace(broken)
-            log.error("Twin snapshot unreadable; starting empty", path=str(broken),
-                      error=str(err))
-            return 0
-        self._points = {pid: s for pid, s in points.items() if pid in self._specs}
-        self._asset_versions = {
-            a: v for a, v in assets.items() if any(asset_of(p) == a for p in self._points)
-        }
-        log.info("Twin restored", points=len(self._points), path=str(self._snapshot_path))
-        return max([s.version for s in points.values()] + list(assets.values()) + [0])
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

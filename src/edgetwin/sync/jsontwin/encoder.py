@@ -3,6 +3,9 @@
 Topics under ``<prefix>/<gateway>``:
 - ``<asset>/reported``: deltas, QoS 1:
   ``{"seq": n, "v": version, "ts": ms, "state": {point: {"v": value, "ts": ms, "q": "GOOD"}}}``
+  with ``"hist": true`` added when the delta is a replay of the backlog after an outage;
+- ``alarms``, ``cmd/result``, ``audit``: records, QoS 1: ``{"seq": n, "ts": ms, "asset": a,
+  ...body}`` (and ``"hist": true`` on a replay);
 - ``<asset>/twin``: retained full snapshot, QoS 1, with each point's version as ``"ver"``
 - ``status``: retained ``{"online": bool, "ts": ms}``; the offline form is the last will.
 """
@@ -14,8 +17,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from edgetwin.core.types import OutboxEntry, PointState
+from edgetwin.core.types import Delta, OutboxEntry, PointState, Record, RecordKind
 from edgetwin.sync.message import MqttMessage
+
+_RECORD_TOPICS = {
+    RecordKind.ALARM: "alarms",
+    RecordKind.COMMAND_RESULT: "cmd/result",
+    RecordKind.AUDIT: "audit",
+}
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 
@@ -41,16 +50,33 @@ class JsonTwinEncoder:
         payload = _dumps({"online": online, "ts": ts_ms}).encode()
         return MqttMessage(f"{self.base}/status", payload, qos=1, retain=True)
 
-    def reported(self, entry: OutboxEntry) -> MqttMessage:
+    def entry(self, entry: OutboxEntry) -> MqttMessage:
+        """The message of one outbox entry: a delta or a record."""
+        item = entry.item
+        if isinstance(item, Delta):
+            return self.reported(entry.seq, item, historical=entry.historical)
+        return self.record(entry.seq, item, historical=entry.historical)
+
+    def reported(self, seq: int, delta: Delta, *, historical: bool = False) -> MqttMessage:
         """One delta on the asset's reported topic."""
-        delta = entry.delta
-        doc = {
-            "seq": entry.seq,
+        doc: dict[str, Any] = {
+            "seq": seq,
             "v": delta.version,
             "ts": delta.ts_ns // 1_000_000,
             "state": {name: _point(s) for name, s in delta.changes.items()},
         }
+        if historical:
+            doc["hist"] = True
         return MqttMessage(f"{self.base}/{delta.asset}/reported", _dumps(doc).encode(), qos=1)
+
+    def record(self, seq: int, record: Record, *, historical: bool = False) -> MqttMessage:
+        """An alarm, command result or audit record on its gateway-wide topic."""
+        doc: dict[str, Any] = {"seq": seq, "ts": record.ts_ns // 1_000_000,
+                               "asset": record.asset, **record.body}
+        if historical:
+            doc["hist"] = True
+        return MqttMessage(f"{self.base}/{_RECORD_TOPICS[record.kind]}", _dumps(doc).encode(),
+                           qos=1)
 
     def snapshot(self, asset: str, version: int, state: Mapping[str, PointState]) -> MqttMessage:
         """The asset's full twin, retained, so a new consumer starts from the whole state."""
