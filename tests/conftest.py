@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from plcsim import Sim, SimProcess
+from tests.helpers.mounts import mount_tmpfs, unmount
 from tests.helpers.mqtt import Recorder
 from tests.helpers.procs import Broker, PlcSim
 
@@ -66,3 +67,12 @@ def recorder_factory(broker: Broker) -> Iterator[Callable[..., Recorder]]:
     yield make
     for rec in made:
         rec.close()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 2 MiB tmpfs, unmounted after the test."""
+    where = tmp_path / "small-fs"
+    mount_tmpfs(where, 2048)
+    yield where
+    unmount(where)

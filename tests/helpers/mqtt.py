@@ -30,11 +30,22 @@ class Received:
 class Recorder:
     """Subscribes to topics and keeps every message, in arrival order."""
 
-    def __init__(self, port: int, *topics: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, *topics: str, host: str = "127.0.0.1",
+                 client_id: str | None = None) -> None:
+        """Subscribe to ``topics``; reconnects on its own after a broker restart.
+
+        With ``client_id`` the session is persistent: what is published while this
+        subscriber is away (a broker restart) is queued for it and arrives on reconnect.
+        """
         self.messages: list[Received] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        if client_id is None:
+            self._client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        else:
+            self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                       clean_session=False)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_args: self._subscribed.set()
         self._client.on_connect = lambda c, *_a: c.subscribe([(t, 1) for t in topics])

@@ -84,7 +84,8 @@ class Broker(_Child):
     """A private Mosquitto on a loopback port that tests can stop and start again."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, users: dict[str, str] | None = None
+        self, workdir: Path, port: int | None = None, users: dict[str, str] | None = None,
+        *, persistence: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.workdir = workdir
@@ -100,13 +101,16 @@ class Broker(_Child):
                     check=True, capture_output=True, timeout=30,
                 )
             auth = f"allow_anonymous false\npassword_file {passwd}\n"
+        # With persistence, a graceful stop keeps sessions and their queued messages.
+        keep = (f"persistence true\npersistence_location {workdir}/\n" if persistence
+                else "persistence false\n")
         self.conf.write_text(
             f"listener {self.port} {LOOPBACK}\n"
             # Started as root, mosquitto drops to user "mosquitto", which cannot read the
             # test's private temp dir; stay the user we are.
             f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             f"{auth}"
-            "persistence false\n"
+            f"{keep}"
             # The default of 1000 silently drops QoS 1 messages for slow test subscribers.
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
@@ -122,6 +126,16 @@ class Broker(_Child):
             raise RuntimeError("mosquitto is not installed; `make test` installs it")
         return found
 
+    def freeze(self) -> None:
+        """SIGSTOP: the broker stays connected but answers nothing (a silent link death)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
         self.proc = subprocess.Popen([self.binary(), "-c", str(self.conf)],
@@ -132,15 +146,16 @@ class Broker(_Child):
 class PlcSim(_Child):
     """firmware-sim's Modbus pump skid as a subprocess."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *args: str) -> None:
         self.port = port
+        self.args = args  # more `plcsim modbus` options, e.g. ("--tick", "0.2")
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         """Start it (on ``port``, or an ephemeral one it reports) and wait until it listens."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "plcsim", "modbus", "--host", LOOPBACK, "--port",
-             str(self.port)],
+             str(self.port), *self.args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         assert self.proc.stdout is not None

@@ -11,6 +11,7 @@ from edgetwin.config.model import OnFull
 from edgetwin.core.types import Delivery, Record, RecordKind
 from edgetwin.outbox.database import ROW_OVERHEAD
 from edgetwin.outbox.durable import DB_FILE
+from tests.helpers.mounts import fill
 from tests.helpers.waiting import until
 from tests.outbox.conftest import OpenBox, delta, stored_seqs, values
 
@@ -259,3 +260,43 @@ async def test_a_damaged_file_is_moved_aside_and_a_fresh_one_started(
     alarm = (await claim(two.box))[0]
     assert alarm.item.kind is RecordKind.ALARM and alarm.seq > entry.seq
     assert two.telemetry.errors_count("outbox", "database_damaged") == 1
+
+
+async def test_a_full_disk_degrades_to_a_bounded_memory_queue_and_recovers(
+    small_fs: Path, open_box: OpenBox
+) -> None:
+    """ENOSPC: an alarm, new data still goes out from memory within its bound; then back."""
+    opened = open_box(state_dir=small_fs, memory_max_bytes=64 * 1024)
+    box = opened.box
+    await box.put([delta(1)])
+    box.settle((await claim(box))[0].seq, Delivery.DELIVERED)
+    await box.commit()
+    filler = fill_disk(small_fs)
+
+    for v in range(2, 400):  # about 400 kB of deltas: far more than the disk has left
+        await box.put([delta(v, points=20)])
+    await box.commit()
+    await until(lambda: box.stats().degraded == "full", 5.0, "the outbox notices the full disk")
+    assert "outbox_disk_full" in [a["alarm"] for a in box.active_alarms()]
+    assert opened.metric("edgetwin_outbox_degraded") == 1
+    live = [e for e in await claim(box, limit=1000) if not isinstance(e.item, Record)]
+    assert live and values(live) == sorted(values(live)) and values(live)[-1] == 399
+    assert box.stats().nbytes <= 64 * 1024 + 2 * _entry_size() * 20  # memory stays bounded
+    assert opened.metric("edgetwin_outbox_dropped_total", policy="drop_oldest") > 0
+
+    unclaimed = [e.seq for e in live[len(live) // 2:]]
+    for entry in live[: len(live) // 2]:
+        box.settle(entry.seq, Delivery.DELIVERED)
+    free(filler)
+    await until(lambda: box.stats().degraded is None, 10.0, "the outbox recovers")
+    await box.commit()
+    assert set(unclaimed) <= set(stored_seqs(small_fs / DB_FILE))  # now safe on disk
+    assert "outbox_disk_full" not in [a["alarm"] for a in box.active_alarms()]
+
+
+def fill_disk(where: Path) -> Path:
+    return fill(where)
+
+
+def free(filler: Path) -> None:
+    filler.unlink()

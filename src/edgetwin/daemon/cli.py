@@ -1,4 +1,4 @@
-"""The ``edgetwin`` command line: run, check-config, schema, status."""
+"""The ``edgetwin`` command line: run, check-config, schema, status, buffer, probe."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from edgetwin.config import InvalidConfig, gateway_model, load_config
 from edgetwin.core.errors import SourceUnavailable, StoreError
 from edgetwin.daemon.app import RUN_FILE, Daemon
 from edgetwin.daemon.status_table import render_status
+from edgetwin.outbox.durable import DB_FILE
 from edgetwin.sources import source_configs
 from edgetwin.telemetry import configure_logging, fetch_json
 
@@ -115,6 +116,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _outbox_path(config_path: Path) -> Path:
+    try:
+        config = load_config(config_path, source_configs())
+    except InvalidConfig as err:
+        _print_problems(err)
+        raise SystemExit(EX_INVALID) from None
+    return config.gateway.state_dir / DB_FILE
+
+
+def cmd_buffer_inspect(args: argparse.Namespace) -> int:
+    """Depth, bytes, oldest age and the same per asset, from the outbox file."""
+    from edgetwin.outbox.inspect import render_summary, summary
+
+    try:
+        doc = summary(_outbox_path(args.config))
+    except StoreError as err:
+        print(f"edgetwin buffer: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    print(json.dumps(doc, indent=2) if args.json else render_summary(doc))
+    return EX_OK
+
+
+def cmd_buffer_export(args: argparse.Namespace) -> int:
+    """Every queued entry as JSON lines on stdout."""
+    from edgetwin.outbox.inspect import export
+
+    try:
+        for line in export(_outbox_path(args.config)):
+            print(line)
+    except StoreError as err:
+        print(f"edgetwin buffer: {err}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    return EX_OK
+
+
 def cmd_probe_modbus(args: argparse.Namespace) -> int:
     """Read registers from a device and print them in every type and byte order."""
     from edgetwin.sources.modbus.probe import decode_all, read_registers, render
@@ -188,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    buffer = sub.add_parser("buffer", help="look into the store-and-forward queue")
+    buffers = buffer.add_subparsers(dest="action", required=True)
+    inspect = buffers.add_parser("inspect", help="depth, bytes, oldest age, per asset")
+    inspect.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(func=cmd_buffer_inspect)
+    export = buffers.add_parser("export", help="every queued entry as JSON lines")
+    export.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    export.set_defaults(func=cmd_buffer_export)
 
     probe = sub.add_parser("probe", help="look at a device to find its register layout")
     probes = probe.add_subparsers(dest="protocol", required=True)

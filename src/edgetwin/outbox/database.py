@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
@@ -169,6 +170,10 @@ class OutboxDatabase:
         finally:
             self._db.close()
 
+    def close_readonly(self) -> None:
+        """Close a reader's connection (no checkpoint: the file belongs to the gateway)."""
+        self._db.close()
+
     def check(self) -> None:
         """Quick integrity check; raises ``DamagedDatabase`` with what it found."""
         problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
@@ -211,7 +216,9 @@ class OutboxDatabase:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT may have rolled back already
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
         return done
 
