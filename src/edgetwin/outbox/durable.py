@@ -584,6 +584,7 @@ class DurableOutbox:
                 self._oldest_ns = await finish_in_thread(future)
             except sqlite3.Error:
                 return
+            raise_if_cancelling()
         self._set_gauges()
 
     # -- claim, settle, rewind ------------------------------------------------------------
@@ -673,6 +674,7 @@ class DurableOutbox:
             except sqlite3.Error as err:
                 self._telemetry.emit_error("outbox", "read_failed", "claim", err)
                 stored = []
+            raise_if_cancelling()  # a read may be dropped: the lane's tail did not move
             complete = len(stored) < LOAD_BATCH
             out: list[_Queued] = []
             for seq, body in stored:
