@@ -128,6 +128,19 @@ async def test_dropout_of_one_unit_silences_only_that_unit(
         sim.faults.add("dropout", "modbus_tcp", unit="two")
 
 
+async def test_latency_of_one_unit_delays_only_its_answers(
+    tcp_client: AsyncModbusTcpClient, sim: Sim
+) -> None:
+    """A latency with unit=2 makes unit 2 late; unit 1 only queues behind that one answer."""
+    sim.faults.add("latency", "modbus_tcp", delay_s=0.5, unit=2)
+    assert (sim.faults.delay_s("modbus_tcp", 2), sim.faults.delay_s("modbus_tcp", 1)) == (0.5, 0)
+    with pytest.raises(ModbusIOException):  # the client gives up after 0.3 s
+        await tcp_client.read_holding_registers(0, count=1, device_id=2)
+    # Unit 2's late answer comes while this request waits: its stale transaction id is skipped.
+    answer = await tcp_client.read_holding_registers(200, count=1, device_id=1)
+    assert answer.registers == [1450]
+
+
 async def test_disconnect_fault_cuts_open_connections(
     tcp_face: TcpFace, tcp_client: AsyncModbusTcpClient, sim: Sim
 ) -> None:

@@ -15,7 +15,7 @@ Kinds and their parameters:
 | drift | signal | rate_per_s | offset growing with time |
 | dropout | face | unit (optional) | requests (for that unit id only) get no answer |
 | exception | face | code (default 4), address (optional) | Modbus exception responses |
-| latency | face | delay_s | every answer is delayed |
+| latency | face | delay_s, unit (optional) | every answer (for that unit id) is delayed |
 | disconnect | face | — | open connections are cut; new ones are accepted |
 | garbage | face | rate_hz, size | random bytes injected on a serial line |
 | reboot | * | — | registers reset, connections cut, no answers until it ends |
@@ -89,9 +89,9 @@ class FaultSet:
         if kind in SIGNAL_KINDS and target == "*":
             raise FaultError(f"a {kind} fault needs a signal as target")
         unit = params.get("unit")
-        if kind == "dropout" and unit is not None and (
+        if kind in ("dropout", "latency") and unit is not None and (
                 isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= 255):
-            raise FaultError(f"dropout unit must be a unit id 0..255, not {unit!r}")
+            raise FaultError(f"{kind} unit must be a unit id 0..255, not {unit!r}")
         now = self._clock()
         fault = Fault(0, kind, target, dict(params), now,
                       None if duration_s is None else now + duration_s)
@@ -174,9 +174,10 @@ class FaultSet:
             for f in self.active("dropout", face)
         )
 
-    def delay_s(self, face: str) -> float:
-        """Added response latency for ``face``."""
-        return sum(float(f.params.get("delay_s", 0.5)) for f in self.active("latency", face))
+    def delay_s(self, face: str, unit: int | None = None) -> float:
+        """Added response latency for ``face`` (a latency with ``unit`` delays only that id)."""
+        return sum(float(f.params.get("delay_s", 0.5)) for f in self.active("latency", face)
+                   if (wanted := f.params.get("unit")) is None or wanted == unit)
 
     def exception_code(self, face: str, address: int | None = None) -> int | None:
         """The Modbus exception code ``face`` must answer with for ``address``, if any."""

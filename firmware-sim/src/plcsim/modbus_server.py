@@ -9,7 +9,7 @@ answers them one at a time through a ``Responder``:
    reboot): no answer at all;
 2. RTU only: a unit id not on the line gets no answer (no device has that address);
    unit 0 (broadcast) writes are carried out on every unit, never answered;
-3. ``sim.faults.delay_s(face)``: the answer waits that long (and is dropped if the face
+3. ``sim.faults.delay_s(face, unit)``: the answer waits that long (and is dropped if the face
    went silent meanwhile); requests on one connection queue behind it, as in a device
    that serves one request at a time;
 4. TCP only: a unit id not served answers exception 0x0B (Gateway Target Device Failed to
@@ -431,7 +431,7 @@ class Responder:
         self.requests[request.unit] = self.requests.get(request.unit, 0) + 1
         if faults.silent(self.face, request.unit):
             return None
-        delay = faults.delay_s(self.face)
+        delay = faults.delay_s(self.face, request.unit)
         if delay > 0:
             await asyncio.sleep(delay)
             if faults.silent(self.face, request.unit):
