@@ -113,19 +113,20 @@ sources:
 """
 
 
-def source_yaml(name: str, unit: int, baudrate: int = 19200, kind: str = "modbus_rtu") -> str:
+def source_yaml(name: str, unit: int, baudrate: int = 19200, kind: str = "modbus_rtu",
+                timeout: float = 1.0) -> str:
     if kind == "serial":
         return (f"  - {{name: {name}, type: serial, port: /dev/ttyUSB0, pattern: '(?P<w>.*)',"
                 f" points: [{{id: s/w{unit}, field: w}}]}}\n")
     return (f"  - {{name: {name}, type: modbus_rtu, port: /dev/ttyUSB0, baudrate: {baudrate},"
-            f" unit_id: {unit}, points: [{{id: a{unit}/x, address: 0}}]}}\n")
+            f" timeout: {timeout}, unit_id: {unit}, points: [{{id: a{unit}/x, address: 0}}]}}\n")
 
 
 def test_bus_sharing_rules_in_the_config() -> None:
-    """Distinct unit ids with equal line settings share a port; anything else is refused."""
+    """Distinct unit ids with equal line settings and timeout share a port; else refused."""
     ok = GATEWAY + source_yaml("a", 1) + source_yaml("b", 2)
     assert len(parse_config(ok, "gw.yaml", source_configs()).sources) == 2
     for clash in (source_yaml("b", 1), source_yaml("b", 2, baudrate=9600),
-                  source_yaml("b", 2, kind="serial")):
+                  source_yaml("b", 2, timeout=0.5), source_yaml("b", 2, kind="serial")):
         with pytest.raises(InvalidConfig, match="serial:/dev/ttyUSB0 is already used"):
             parse_config(GATEWAY + source_yaml("a", 1) + clash, "gw.yaml", source_configs())
