@@ -13,7 +13,7 @@ from edgetwin.config import InvalidConfig, parse_config
 from edgetwin.core.types import Quality
 from edgetwin.sources import source_configs
 from edgetwin.sources.modbus import MODBUS_RTU, ModbusRtuConfig, ModbusSource
-from edgetwin.sources.modbus.connection import _BUSES
+from edgetwin.sources.modbus.connection import _SHARED
 from plcsim import Sim
 from plcsim.modbus_rtu import ModbusRtuFace
 from tests.helpers.recording import RecordingHealth
@@ -61,14 +61,14 @@ async def test_two_slaves_share_one_bus(line: tuple[Sim, str]) -> None:
         await plc_batches.wait_for(every(Quality.GOOD))
         _, later = await plc_batches.wait_for(lambda b: b["pump1/counter"].value > 0)
         _, vib_first = await vib_batches.wait_for(every(Quality.GOOD))
-        assert len(_BUSES) == 1
-        assert _BUSES[device].users == 2
+        assert list(_SHARED) == [f"serial:{device}"]
+        assert _SHARED[f"serial:{device}"].users == 2
         outcome = await plc.write("pump1/speed_setpoint", 1520)
     assert vib_first["pump1/samples"].value == sim.vibration.capture_samples
     assert later["pump1/counter"].quality is Quality.GOOD
     assert outcome.ok, outcome.reason
     assert sim.plant.speed_setpoint_rpm == 1520
-    assert _BUSES == {}  # the last source closed the port
+    assert _SHARED == {}  # the last source closed the port
 
 
 async def test_a_silent_slave_does_not_stall_the_others(line: tuple[Sim, str]) -> None:
