@@ -189,5 +189,5 @@ def test_connection_sharing_rules_in_the_config() -> None:
     ok = GATEWAY + source_yaml("a", 1) + source_yaml("b", 2) + source_yaml("c", 1, port=5020)
     assert len(parse_config(ok, "gw.yaml", source_configs()).sources) == 3
     for clash in (source_yaml("b", 1), source_yaml("b", 2, timeout=0.5)):
-        with pytest.raises(InvalidConfig, match="modbus_tcp:192.0.2.10:502 is already used"):
+        with pytest.raises(InvalidConfig, match=r"modbus_tcp:192\.0\.2\.10:502 is already used"):
             parse_config(GATEWAY + source_yaml("a", 1) + clash, "gw.yaml", source_configs())
