@@ -51,10 +51,10 @@ class Unit:
     """One source on the shared connection, with what it emitted and reported."""
 
     def __init__(self, face: ModbusTcpFace, name: str, unit: int,
-                 points: list[dict[str, Any]], **backoff: float) -> None:
+                 points: list[dict[str, Any]], health: Any = None, **backoff: float) -> None:
         self.source = ModbusSource(tcp(face, name, unit, points), **backoff)
         self.batches = BatchRecorder()
-        self.health = RecordingHealth()
+        self.health = RecordingHealth() if health is None else health
 
     def running(self) -> Any:
         return running(self.source, self.batches, self.health)

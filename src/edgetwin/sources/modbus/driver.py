@@ -24,6 +24,7 @@ How it behaves (README.md has the operator's view):
   batch per loop per outage, not one per missed cycle: the twin turns quiet points STALE
   by itself), reports ``health.down`` and reconnects; the first answer after that reports
   ``health.up``.
+- Every request sent is reported with its outcome and duration (``health.request``).
 
 No pymodbus object leaves this module.
 """
@@ -106,6 +107,9 @@ class _Session:
 
     def __init__(self, client: Client) -> None:
         self.client = client
+
+
+_OUTCOMES = {"timeout": "timeout"}  # health.request outcome by failure code; else "error"
 
 
 class _LinkLost(Exception):  # control flow inside this module, never seen outside it
@@ -225,23 +229,29 @@ class _Link:
     async def exchange(
         self, session: _Session, what: str, send: Callable[[], Awaitable[Any]]
     ) -> Any:
-        """One request and its answer (data or an exception response).
+        """One request and its answer (data or an exception response), timed and counted.
 
         Call it inside ``turn(session)``.
 
         Raises:
             _LinkLost: no answer, or the link failed; the link has been told.
         """
+        started_s = time.perf_counter()
         try:
-            return await send()
+            response = await send()
         except ParameterException:
             raise  # a request outside the spec limits is our bug, not the device's
         except ModbusException as err:
             raise_if_cancelling()  # pymodbus 3.10 turns a cancellation into this exception
+            code = _failure_code(err, session.client)
+            self._health.request(_OUTCOMES.get(code, "error"), time.perf_counter() - started_s)
             error = SourceUnavailable(f"{self._where}: {what} failed: {err}")
             error.__cause__ = err
-            self.lost(session, _failure_code(err, session.client), error)
+            self.lost(session, code, error)
             raise _LinkLost(error) from err
+        outcome = "exception" if response.isError() else "ok"
+        self._health.request(outcome, time.perf_counter() - started_s)
+        return response
 
     def close(self) -> None:
         """Leave the link; the last of its sources closes it."""
