@@ -11,18 +11,18 @@ Invariants:
   ``lock`` from sending to the answer or the timeout, so the wire carries strict request and
   response and the sources take turns in FIFO order;
 - a unit id that does not answer (a timeout) fails only its own source, which backs off; the
-  link stays open and the other sources keep their schedule. On a serial line the next frame
-  simply follows. On TCP a late answer cannot be taken for another request's: pymodbus (3.10
-  and later) gives each request a new MBAP transaction id, its socket framer skips a frame
-  whose transaction id or unit id differs from the outstanding request's, and an answer that
-  comes while no request is outstanding is dropped. Two gaps remain, both rare. Before
+  link stays open and the other sources keep their schedule. A late answer is never taken
+  for another unit's: pymodbus (3.10 and later) skips a frame whose unit id differs from the
+  outstanding request's, and drops an answer that comes while no request is outstanding. On
+  TCP it also gives each request a new MBAP transaction id and skips a frame with another
+  one, so not even the same unit's next request takes it. Two gaps remain, both rare. Before
   pymodbus fixed its issue #2933, a stale frame arriving in the same TCP read as the next
   answer hides that answer too: that request times out once (no wrong data). And a device
   that answers with transaction id 0 (pymodbus does not check 0) is guarded by the unit id
   only: its late answer can go to nobody else (the config refuses one unit id twice on a
   link), but it could answer the same unit's next request, after the backoff;
 - when no unit answers at all, the link itself is dead: pymodbus closes a TCP connection
-  after five unanswered requests in a row (``retries`` + 3, with ``retries=0``);
+  after five unanswered requests in a row (with ``retries=0``), and the sources reopen it;
 - any other failure (connection refused, reset or closed by the peer, a malformed answer, the
   serial adapter gone) closes the link for all: each source meets it at its next request,
   reports it and backs off, and the first to come back reopens the link;
