@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
 
-from plcsim import Sim
+from plcsim import Sim, SimProcess
+from plcsim.control import call
+from plcsim.faults import FaultError
 from plcsim.modbus_tcp import ModbusTcpFace
 from tests.firmware_sim.conftest import tcp_client_for
 from tests.firmware_sim.modbus_peer import decode, mbpoll, mbpoll_values, step
@@ -79,6 +82,63 @@ async def test_unit_0_answers_every_other_unit_id(sim: Sim) -> None:
         client.close()
         await face.stop()
     assert [r.target for r in sim.writes.query()] == ["holding 200"]
+
+
+async def test_state_counts_connections_and_requests_by_unit(tcp_face: TcpFace, sim: Sim) -> None:
+    """state()["faces"] says how many connections the face accepted and what each unit got."""
+    face, listening = tcp_face
+    first, second = tcp_client_for(listening), tcp_client_for(listening)
+    try:
+        assert await first.connect() and await second.connect()
+        for unit in (1, 1, 2):
+            assert not (await first.read_holding_registers(0, count=1, device_id=unit)).isError()
+        await second.read_holding_registers(0, count=1, device_id=9)  # 0x0B, still a request
+        assert sim.state()["faces"]["modbus_tcp"] == {
+            "connections_open": 2, "connections_total": 2, "requests": {"1": 2, "2": 1, "9": 1}}
+    finally:
+        first.close()
+        second.close()
+    await until(lambda: face.connections == 0)
+    assert sim.state()["faces"]["modbus_tcp"]["connections_total"] == 2
+
+
+async def test_control_api_reports_the_face(client: AsyncModbusTcpClient,
+                                            modbus_sim: SimProcess) -> None:
+    """GET /state of a plcsim process shows its TCP face's connections and requests."""
+    await client.read_holding_registers(0, count=2, device_id=1)
+    assert modbus_sim.control is not None
+    state = await asyncio.to_thread(call, modbus_sim.control, "GET", "/state")
+    assert state["faces"]["modbus_tcp"] == {
+        "connections_open": 1, "connections_total": 1, "requests": {"1": 1}}
+
+
+async def test_dropout_of_one_unit_silences_only_that_unit(
+    tcp_client: AsyncModbusTcpClient, sim: Sim
+) -> None:
+    """A dropout with unit=2 leaves unit 2 unanswered while unit 1 answers on the same link."""
+    sim.faults.add("dropout", "modbus_tcp", unit=2)
+    with pytest.raises(ModbusIOException):
+        await tcp_client.read_holding_registers(0, count=1, device_id=2)
+    answer = await tcp_client.read_holding_registers(200, count=1, device_id=1)
+    assert answer.registers == [1450]
+    assert sim.faults.silent("modbus_tcp", 2) and not sim.faults.silent("modbus_tcp")
+    sim.faults.clear()
+    assert (await tcp_client.read_input_registers(0, count=1, device_id=2)).registers == [4096]
+    with pytest.raises(FaultError, match="unit id"):
+        sim.faults.add("dropout", "modbus_tcp", unit="two")
+
+
+async def test_latency_of_one_unit_delays_only_its_answers(
+    tcp_client: AsyncModbusTcpClient, sim: Sim
+) -> None:
+    """A latency with unit=2 makes unit 2 late; unit 1 only queues behind that one answer."""
+    sim.faults.add("latency", "modbus_tcp", delay_s=0.5, unit=2)
+    assert (sim.faults.delay_s("modbus_tcp", 2), sim.faults.delay_s("modbus_tcp", 1)) == (0.5, 0)
+    with pytest.raises(ModbusIOException):  # the client gives up after 0.3 s
+        await tcp_client.read_holding_registers(0, count=1, device_id=2)
+    # Unit 2's late answer comes while this request waits: its stale transaction id is skipped.
+    answer = await tcp_client.read_holding_registers(200, count=1, device_id=1)
+    assert answer.registers == [1450]
 
 
 async def test_disconnect_fault_cuts_open_connections(

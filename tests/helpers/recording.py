@@ -51,6 +51,7 @@ class RecordingHealth(Recorder):
         super().__init__()
         self.events: list[HealthEvent] = []
         self.cycles: list[float] = []
+        self.requests: list[tuple[str, float]] = []  # (outcome, duration_s), in order
 
     def up(self) -> None:
         self.events.append(HealthEvent("up"))
@@ -66,6 +67,9 @@ class RecordingHealth(Recorder):
 
     def cycle(self, duration_s: float) -> None:
         self.cycles.append(duration_s)
+
+    def request(self, outcome: str, duration_s: float) -> None:
+        self.requests.append((outcome, duration_s))
 
     def of(self, kind: str) -> list[HealthEvent]:
         return [e for e in self.events if e.kind == kind]

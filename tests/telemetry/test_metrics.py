@@ -215,6 +215,32 @@ def test_cycle_counts_polls_and_observes_duration() -> None:
     assert _value(t, "edgetwin_source_poll_seconds_sum", source="skid1") == pytest.approx(0.21)
 
 
+def test_request_counts_outcomes_and_latency_per_source() -> None:
+    """request() feeds edgetwin_source_requests_total and edgetwin_source_request_seconds."""
+    t = Telemetry(process_metrics=False)
+    h = t.source_health("skid1")
+    t.source_health("quiet")  # makes no requests (a subscription): no request series at all
+    for outcome, duration_s in (("ok", 0.0004), ("ok", 0.001), ("exception", 0.003),
+                                ("timeout", 0.5), ("error", 3.0)):
+        h.request(outcome, duration_s)
+    counts = [_value(t, "edgetwin_source_requests_total", source="skid1", outcome=outcome)
+              for outcome in ("ok", "exception", "timeout", "error")]
+    assert counts == [2, 1, 1, 1]
+    bounds = ("0.001", "0.002", "0.005", "0.2", "0.5", "2.0", "+Inf")
+    buckets = [_value(t, "edgetwin_source_request_seconds_bucket", source="skid1", le=le)
+               for le in bounds]
+    assert buckets == [2, 2, 3, 3, 4, 4, 5]  # cumulative; a bound counts a value equal to it
+    assert _value(t, "edgetwin_source_request_seconds_count", source="skid1") == 5
+    assert _value(t, "edgetwin_source_request_seconds_sum", source="skid1") == pytest.approx(3.5044)
+    assert not [line for line in t.render().decode().splitlines()
+                if line.startswith("edgetwin_source_request") and 'source="quiet"' in line]
+    assert h.snapshot()["requests"] == {"ok": 2, "exception": 1, "timeout": 1, "error": 1}
+    with pytest.raises(KeyError):
+        h.request("late", 0.1)
+    with pytest.raises(ValueError, match="already exists"):
+        t.counter("edgetwin_source_requests_total", "x", labels=("source", "outcome"))
+
+
 def test_mark_sets_daemon_states(logs) -> None:
     """mark() sets stopped/no_driver/starting, logs changes once, and refuses up/down."""
     t = Telemetry()

@@ -13,9 +13,9 @@ Kinds and their parameters:
 | noise | signal | sigma | Gaussian noise added |
 | spikes | signal | magnitude, rate_hz | occasional spikes of ±magnitude |
 | drift | signal | rate_per_s | offset growing with time |
-| dropout | face | — | requests get no answer (timeouts) |
+| dropout | face | unit (optional) | requests (for that unit id only) get no answer |
 | exception | face | code (default 4), address (optional) | Modbus exception responses |
-| latency | face | delay_s | every answer is delayed |
+| latency | face | delay_s, unit (optional) | every answer (for that unit id) is delayed |
 | disconnect | face | — | open connections are cut; new ones are accepted |
 | garbage | face | rate_hz, size | random bytes injected on a serial line |
 | reboot | * | — | registers reset, connections cut, no answers until it ends |
@@ -88,6 +88,10 @@ class FaultSet:
             raise FaultError("duration_s must be positive")
         if kind in SIGNAL_KINDS and target == "*":
             raise FaultError(f"a {kind} fault needs a signal as target")
+        unit = params.get("unit")
+        if kind in ("dropout", "latency") and unit is not None and (
+                isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= 255):
+            raise FaultError(f"{kind} unit must be a unit id 0..255, not {unit!r}")
         now = self._clock()
         fault = Fault(0, kind, target, dict(params), now,
                       None if duration_s is None else now + duration_s)
@@ -156,13 +160,24 @@ class FaultSet:
 
     # -- face faults -------------------------------------------------------------------------
 
-    def silent(self, face: str) -> bool:
-        """Requests to ``face`` must go unanswered (dropout or a PLC reboot)."""
-        return bool(self.active("dropout", face) or self.active("reboot"))
+    def silent(self, face: str, unit: int | None = None) -> bool:
+        """Requests to ``face`` (for unit id ``unit``) must go unanswered.
 
-    def delay_s(self, face: str) -> float:
-        """Added response latency for ``face``."""
-        return sum(float(f.params.get("delay_s", 0.5)) for f in self.active("latency", face))
+        A reboot silences everything; a dropout the whole face, or with a ``unit``
+        parameter only requests for that unit id (a dead slave behind a TCP-to-RTU
+        gateway). Without ``unit`` (the line as a whole) only whole-face dropouts count.
+        """
+        if self.active("reboot"):
+            return True
+        return any(
+            (wanted := f.params.get("unit")) is None or wanted == unit
+            for f in self.active("dropout", face)
+        )
+
+    def delay_s(self, face: str, unit: int | None = None) -> float:
+        """Added response latency for ``face`` (a latency with ``unit`` delays only that id)."""
+        return sum(float(f.params.get("delay_s", 0.5)) for f in self.active("latency", face)
+                   if (wanted := f.params.get("unit")) is None or wanted == unit)
 
     def exception_code(self, face: str, address: int | None = None) -> int | None:
         """The Modbus exception code ``face`` must answer with for ``address``, if any."""

@@ -5,10 +5,11 @@ request itself. A pymodbus server is given a connection handler (``FaceRequestHa
 that decodes frames with pymodbus's framer, queues the requests of its connection and
 answers them one at a time through a ``Responder``:
 
-1. ``sim.faults.silent(face)`` (a dropout, or a PLC reboot): no answer at all;
+1. ``sim.faults.silent(face, unit)`` (a dropout of the face or of that unit id, or a PLC
+   reboot): no answer at all;
 2. RTU only: a unit id not on the line gets no answer (no device has that address);
    unit 0 (broadcast) writes are carried out on every unit, never answered;
-3. ``sim.faults.delay_s(face)``: the answer waits that long (and is dropped if the face
+3. ``sim.faults.delay_s(face, unit)``: the answer waits that long (and is dropped if the face
    went silent meanwhile); requests on one connection queue behind it, as in a device
    that serves one request at a time;
 4. TCP only: a unit id not served answers exception 0x0B (Gateway Target Device Failed to
@@ -412,6 +413,7 @@ class Responder:
         self.devices = {unit: ModbusDevice(sim, unit, maps[role], label=role != UNIT_SKID)
                         for unit, role in zip(self.unit_ids, roles, strict=False)}
         self.context = SkidContext(face, self.devices)
+        self.requests: dict[int, int] = {}  # requests taken up, answered or not, by unit id
 
     def device(self, unit: int) -> ModbusDevice | None:
         """The device answering ``unit`` (TCP: unit_ids 0 stands for every other id)."""
@@ -424,12 +426,15 @@ class Responder:
     async def answer(self, request: Request) -> ModbusPDU | None:
         """The response to send, or None for no answer at all."""
         faults = self.sim.faults
-        if faults.silent(self.face) or not self.accepts(request.unit):
+        if not self.accepts(request.unit):
             return None
-        delay = faults.delay_s(self.face)
+        self.requests[request.unit] = self.requests.get(request.unit, 0) + 1
+        if faults.silent(self.face, request.unit):
+            return None
+        delay = faults.delay_s(self.face, request.unit)
         if delay > 0:
             await asyncio.sleep(delay)
-            if faults.silent(self.face):
+            if faults.silent(self.face, request.unit):
                 return None
         pdu = request.pdu
         if self.serial and request.unit == 0:

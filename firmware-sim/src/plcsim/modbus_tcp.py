@@ -4,6 +4,10 @@
 returns ``{"protocol": "modbus", "host": host, "port": bound_port}``. The face never ticks
 the plant: whoever owns the ``Sim`` runs ``sim.run()`` (or steps it in a test).
 
+What the face saw is in ``sim.state()["faces"]["modbus_tcp"]`` (and ``GET /state``):
+``connections_open`` now, ``connections_total`` accepted since it started, and ``requests``
+taken up per unit id - so a test can tell how a gateway uses the device.
+
 Connection faults: a ``disconnect`` fault for ``modbus_tcp`` (or ``*``) and every PLC
 reboot close each open connection at once (the client sees the peer close); new
 connections are accepted right away, but during a reboot nothing is answered. Request
@@ -35,11 +39,14 @@ def placeholder_device() -> SimDevice:
 
 
 class _TcpServer(ModbusTcpServer):
-    def __init__(self, responder: Responder, address: tuple[str, int]) -> None:
+    def __init__(self, responder: Responder, address: tuple[str, int],
+                 on_connection: Callable[[], None]) -> None:
         super().__init__(placeholder_device(), address=address)
         self.responder = responder
+        self.on_connection = on_connection
 
     def callback_new_connection(self) -> FaceRequestHandler:
+        self.on_connection()
         return FaceRequestHandler(self, self.responder, max_buffer=TCP_BUFFER)
 
 
@@ -62,8 +69,10 @@ class ModbusTcpFace:
         self.unit_ids = self.responder.unit_ids
         self._server: _TcpServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.connections_total = 0  # connections accepted, over every start()
         sim.on_disconnect(self._on_disconnect)
         sim.on_reboot(self._on_reboot)
+        sim.report_face(self.name, self.describe)
 
     async def start(self) -> dict[str, Any]:
         """Bind and serve; returns the listening description.
@@ -74,7 +83,7 @@ class ModbusTcpFace:
         """
         if self._server is not None:
             raise RuntimeError("ModbusTcpFace already started")
-        server = _TcpServer(self.responder, (self.host, self.port))
+        server = _TcpServer(self.responder, (self.host, self.port), self._accepted)
         try:
             await server.serve_forever(background=True)
         except RuntimeError as err:  # pymodbus reports a failed bind this way
@@ -97,6 +106,15 @@ class ModbusTcpFace:
     def connections(self) -> int:
         """Client connections open now."""
         return 0 if self._server is None else len(self._server.active_connections)
+
+    def describe(self) -> dict[str, Any]:
+        """What the face saw, JSON-ready: connections open and accepted, requests by unit."""
+        return {"connections_open": self.connections,
+                "connections_total": self.connections_total,
+                "requests": {str(unit): n for unit, n in sorted(self.responder.requests.items())}}
+
+    def _accepted(self) -> None:
+        self.connections_total += 1
 
     def cut_connections(self) -> None:
         """Close every open client connection (the listener stays)."""

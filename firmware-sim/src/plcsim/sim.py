@@ -75,6 +75,7 @@ class Sim:
         self.vibration = vibration or VibrationSensor(seed=seed)
         self._reboot_listeners: list[Callable[[], None]] = []
         self._disconnect_listeners: list[Callable[[str], None]] = []
+        self._face_reports: dict[str, Callable[[], dict[str, Any]]] = {}
         self.faults.listeners.append(self._on_fault)
         self.ticked = asyncio.Event()  # set after every tick, for waiters
         # A first capture at power-on, so a waveform read before the first tick is a signal.
@@ -172,6 +173,14 @@ class Sim:
         self._disconnect_listeners.append(callback)
         return lambda: self._disconnect_listeners.remove(callback)
 
+    def report_face(self, name: str, describe: Callable[[], dict[str, Any]]) -> None:
+        """Show ``describe()`` (what face ``name`` saw on the wire) in ``state()["faces"]``.
+
+        A judge reads there what a gateway did to the device: the connections it opened,
+        the requests it sent. A face registered again under its name replaces the first.
+        """
+        self._face_reports[name] = describe
+
     def _on_fault(self, fault: Fault) -> None:
         if fault.kind == "stuck" and fault.target in _ATTR:
             # Stuck at the value the sensor had when the fault began, unless one was given.
@@ -198,6 +207,7 @@ class Sim:
             "rebooting": self.rebooting,
             "vibration": self.vibration.describe(),
             "nominal_speed_rpm": NOMINAL_SPEED_RPM,
+            "faces": {name: describe() for name, describe in self._face_reports.items()},
         }
 
 

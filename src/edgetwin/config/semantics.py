@@ -16,6 +16,15 @@ def semantic_problems(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
     yield from _references(config)
 
 
+# Who may share a resource, by its kind (the text before the first colon).
+_SHARING_RULES = {
+    "serial": "a serial port belongs to one source, or to Modbus RTU sources of distinct unit"
+              " ids with the same line settings and timeout",
+    "modbus_tcp": "a Modbus TCP host:port is one connection, shared only by modbus_tcp sources"
+                  " of distinct unit ids with the same timeout",
+}
+
+
 def _unique_sources(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
     names: dict[str, int] = {}
     users: dict[str, list[int]] = {}
@@ -28,11 +37,9 @@ def _unique_sources(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
         for resource in sorted(source.resources()):
             for j in users.get(resource, []):
                 if not source.shares_resource_with(config.sources[j]):
-                    yield ("sources", i), (
-                        f"{resource} is already used by sources[{j}]; a serial port belongs to"
-                        " one source, or to Modbus RTU sources of distinct unit ids with the"
-                        " same line settings"
-                    )
+                    rule = _SHARING_RULES.get(resource.partition(":")[0],
+                                              "it belongs to one source")
+                    yield ("sources", i), f"{resource} is already used by sources[{j}]; {rule}"
                     break
             users.setdefault(resource, []).append(i)
 

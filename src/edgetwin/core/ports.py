@@ -37,6 +37,14 @@ class SourceHealth(Protocol):
     def cycle(self, duration_s: float) -> None:
         """One poll cycle (or subscription notification) completed in ``duration_s``."""
 
+    def request(self, outcome: str, duration_s: float) -> None:
+        """One request to the device ended, ``duration_s`` after it was sent.
+
+        ``outcome``: ``ok`` (an answer with data), ``exception`` (an exception response),
+        ``timeout`` (no answer in time) or ``error`` (the link failed under it). Called for
+        every request of a polling driver, thousands of times a second: it only counts.
+        """
+
 
 class Source(Protocol):
     """One configured driver instance. Owns its connection; emits Samples in batches."""

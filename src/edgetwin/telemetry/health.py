@@ -1,9 +1,16 @@
-"""Per-source link health: log once per outage and once on recovery, count every failure."""
+"""Per-source link health: log once per outage and once on recovery, count every failure.
+
+Also the per-source request statistics a polling driver reports through ``request()``.
+Points per second are not kept here: they are ``rate(edgetwin_source_samples_total[1m])``
+of the samples counter the daemon keeps per source, since Prometheus derives rates from
+counters (a gauge of its own would only repeat that with a fixed window).
+"""
 
 from __future__ import annotations
 
+import bisect
 import time
-from typing import TYPE_CHECKING, Literal, cast, get_args
+from typing import TYPE_CHECKING, Final, Literal, cast, get_args
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -22,6 +29,49 @@ SOURCE_STATES: frozenset[str] = frozenset(get_args(SourceState))
 # States only the daemon decides; up/down come from the driver through up()/down().
 _MARKABLE: frozenset[str] = frozenset({"starting", "stopped", "no_driver"})
 
+REQUEST_OUTCOMES: Final = ("ok", "exception", "timeout", "error")
+"""What ``SourceHealth.request`` may report; the ``outcome`` label of the requests counter."""
+
+REQUEST_BUCKETS_S: Final = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+"""Latency histogram bounds: a Modbus TCP read on a LAN (about 1 ms) to a serial timeout."""
+
+
+class RequestStats:
+    """One source's requests by outcome and their latency histogram, as plain numbers.
+
+    ``record`` runs for every request (thousands a second on a Pi), so it only adds to
+    integers: about ten times cheaper than a prometheus_client counter and histogram, which
+    take a lock per update. ``Telemetry`` renders these at scrape time.
+
+    Attributes:
+        by_outcome: requests per outcome (every one of ``REQUEST_OUTCOMES``).
+        buckets: requests per latency bucket, not cumulative; the last one is above 2 s.
+        sum_s: total latency, in seconds.
+    """
+
+    __slots__ = ("buckets", "by_outcome", "sum_s")
+
+    def __init__(self) -> None:
+        self.by_outcome = dict.fromkeys(REQUEST_OUTCOMES, 0)
+        self.buckets = [0] * (len(REQUEST_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+
+    def record(self, outcome: str, duration_s: float) -> None:
+        """Count one request.
+
+        Raises:
+            KeyError: ``outcome`` is not one of ``REQUEST_OUTCOMES`` (a driver bug).
+        """
+        self.by_outcome[outcome] += 1
+        # Bucket i counts durations <= REQUEST_BUCKETS_S[i]: Prometheus's "le".
+        self.buckets[bisect.bisect_left(REQUEST_BUCKETS_S, duration_s)] += 1
+        self.sum_s += duration_s
+
+    @property
+    def count(self) -> int:
+        """Requests recorded."""
+        return sum(self.buckets)
+
 
 class SourceHealthTracker:
     """The ``SourceHealth`` a driver reports into, for one source instance.
@@ -39,6 +89,9 @@ class SourceHealthTracker:
       the source ``starting`` again. The protocol has no per-point success call, so a
       point that fails, works and fails again with the same code within one link session
       is logged only once; every failure is still counted.
+    - ``request()``: never logs; counted in ``requests`` (``RequestStats``), which
+      ``Telemetry`` exports as ``edgetwin_source_requests_total{source,outcome}`` and
+      ``edgetwin_source_request_seconds{source}``.
 
     Created by ``Telemetry.source_health``; not meant to be constructed directly.
     """
@@ -58,6 +111,7 @@ class SourceHealthTracker:
         self._last_cycle_ns: int | None = None
         self._last_cycle_s: float | None = None
         self._logged_points: set[tuple[str, str]] = set()
+        self.requests = RequestStats()
 
         self._up_gauge = telemetry.gauge(
             "edgetwin_source_up",
@@ -196,6 +250,10 @@ class SourceHealthTracker:
         self._poll_seconds.observe(duration_s)
         self._last_success.set(self._last_cycle_ns / 1e9)
 
+    def request(self, outcome: str, duration_s: float) -> None:
+        """One request ended with ``outcome`` after ``duration_s``; counted, never logged."""
+        self.requests.record(outcome, duration_s)
+
     def mark(self, state: str, reason: str | None = None) -> None:
         """Set a state the driver cannot report: ``starting``, ``stopped`` or ``no_driver``.
 
@@ -237,6 +295,7 @@ class SourceHealthTracker:
             "point_errors": self._point_errors,
             "last_cycle_ns": self._last_cycle_ns,
             "last_cycle_s": self._last_cycle_s,
+            "requests": dict(self.requests.by_outcome),
         }
 
     def _set_state(self, state: SourceState, reason: str | None, now_ns: int) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -15,16 +16,19 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from structlog.typing import FilteringBoundLogger
 
-from edgetwin.telemetry.health import SourceHealthTracker
+from edgetwin.telemetry.health import REQUEST_BUCKETS_S, SourceHealthTracker
 
 _log: FilteringBoundLogger = structlog.get_logger("edgetwin.telemetry")
 
 METRIC_PREFIX: Final = "edgetwin_"
 
 ERRORS_TOTAL: Final = "edgetwin_errors_total"
+REQUESTS_TOTAL: Final = "edgetwin_source_requests_total"
+REQUEST_SECONDS: Final = "edgetwin_source_request_seconds"
 
 DEFAULT_BUCKETS_S: Final[tuple[float, ...]] = (
     0.001,
@@ -51,6 +55,45 @@ class _Spec:
     kind: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] | None
+
+
+# "le" labels as prometheus_client writes its own histograms' ("0.005", "1.0", "+Inf").
+_BOUNDS: Final = [*(repr(float(b)) for b in REQUEST_BUCKETS_S), "+Inf"]
+
+
+class _RequestCollector:
+    """Renders every source's ``RequestStats`` at scrape time: the hot path only adds ints.
+
+    A source appears once it made a request, so sources that make none (subscriptions, a
+    line device) carry no series of zeros.
+    """
+
+    def __init__(self, trackers: Mapping[str, SourceHealthTracker]) -> None:
+        self._trackers = trackers
+
+    def collect(self) -> Iterator[Metric]:
+        """The two metric families, one series set per source that made a request."""
+        requests = CounterMetricFamily(
+            REQUESTS_TOTAL,
+            "Requests to the device, by source and outcome (ok, exception, timeout, error).",
+            labels=("source", "outcome"),
+        )
+        latency = HistogramMetricFamily(
+            REQUEST_SECONDS,
+            "Time from sending a request to its answer (or its failure), in seconds.",
+            labels=("source",),
+        )
+        for source, tracker in self._trackers.items():
+            stats = tracker.requests
+            if not stats.count:
+                continue
+            for outcome, count in stats.by_outcome.items():
+                requests.add_metric((source, outcome), count)
+            cumulative = itertools.accumulate(stats.buckets)
+            latency.add_metric((source,), list(zip(_BOUNDS, cumulative, strict=True)),
+                               stats.sum_s)
+        yield requests
+        yield latency
 
 
 class Telemetry:
@@ -82,6 +125,9 @@ class Telemetry:
             "Errors reported through emit_error, by component and error code.",
             labels=("component", "error_code"),
         )
+        self.registry.register(_RequestCollector(self._sources))
+        for name in (REQUESTS_TOTAL, REQUEST_SECONDS):  # taken: counter() etc. refuse them
+            self._specs[name] = _Spec("collector", (), None)
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         """Get or create a counter; ``name`` must end in ``_total``.

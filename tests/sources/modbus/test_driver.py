@@ -64,7 +64,7 @@ async def test_registry_builds_the_driver(modbus_sim: SimProcess) -> None:
     assert MODBUS_TCP.factory is ModbusSource
     source = MODBUS_TCP.factory(skid_config(modbus_sim.port))
     assert source.name == "skid1"
-    assert source.resources() == frozenset()
+    assert source.resources() == frozenset({f"modbus_tcp:127.0.0.1:{modbus_sim.port}"})
 
 
 async def test_reads_plausible_skid_values(

@@ -13,7 +13,7 @@ from edgetwin.config import InvalidConfig, parse_config
 from edgetwin.core.types import Quality
 from edgetwin.sources import source_configs
 from edgetwin.sources.modbus import MODBUS_RTU, ModbusRtuConfig, ModbusSource
-from edgetwin.sources.modbus.connection import _BUSES
+from edgetwin.sources.modbus.connection import _SHARED
 from plcsim import Sim
 from plcsim.modbus_rtu import ModbusRtuFace
 from tests.helpers.recording import RecordingHealth
@@ -61,14 +61,14 @@ async def test_two_slaves_share_one_bus(line: tuple[Sim, str]) -> None:
         await plc_batches.wait_for(every(Quality.GOOD))
         _, later = await plc_batches.wait_for(lambda b: b["pump1/counter"].value > 0)
         _, vib_first = await vib_batches.wait_for(every(Quality.GOOD))
-        assert len(_BUSES) == 1
-        assert _BUSES[device].users == 2
+        assert list(_SHARED) == [f"serial:{device}"]
+        assert _SHARED[f"serial:{device}"].users == 2
         outcome = await plc.write("pump1/speed_setpoint", 1520)
     assert vib_first["pump1/samples"].value == sim.vibration.capture_samples
     assert later["pump1/counter"].quality is Quality.GOOD
     assert outcome.ok, outcome.reason
     assert sim.plant.speed_setpoint_rpm == 1520
-    assert _BUSES == {}  # the last source closed the port
+    assert _SHARED == {}  # the last source closed the port
 
 
 async def test_a_silent_slave_does_not_stall_the_others(line: tuple[Sim, str]) -> None:
@@ -113,19 +113,20 @@ sources:
 """
 
 
-def source_yaml(name: str, unit: int, baudrate: int = 19200, kind: str = "modbus_rtu") -> str:
+def source_yaml(name: str, unit: int, baudrate: int = 19200, kind: str = "modbus_rtu",
+                timeout: float = 1.0) -> str:
     if kind == "serial":
         return (f"  - {{name: {name}, type: serial, port: /dev/ttyUSB0, pattern: '(?P<w>.*)',"
                 f" points: [{{id: s/w{unit}, field: w}}]}}\n")
     return (f"  - {{name: {name}, type: modbus_rtu, port: /dev/ttyUSB0, baudrate: {baudrate},"
-            f" unit_id: {unit}, points: [{{id: a{unit}/x, address: 0}}]}}\n")
+            f" timeout: {timeout}, unit_id: {unit}, points: [{{id: a{unit}/x, address: 0}}]}}\n")
 
 
 def test_bus_sharing_rules_in_the_config() -> None:
-    """Distinct unit ids with equal line settings share a port; anything else is refused."""
+    """Distinct unit ids with equal line settings and timeout share a port; else refused."""
     ok = GATEWAY + source_yaml("a", 1) + source_yaml("b", 2)
     assert len(parse_config(ok, "gw.yaml", source_configs()).sources) == 2
     for clash in (source_yaml("b", 1), source_yaml("b", 2, baudrate=9600),
-                  source_yaml("b", 2, kind="serial")):
+                  source_yaml("b", 2, timeout=0.5), source_yaml("b", 2, kind="serial")):
         with pytest.raises(InvalidConfig, match="serial:/dev/ttyUSB0 is already used"):
             parse_config(GATEWAY + source_yaml("a", 1) + clash, "gw.yaml", source_configs())

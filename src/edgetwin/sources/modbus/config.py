@@ -183,8 +183,35 @@ class _ModbusCommon(SourceConfig):
     # Unused addresses one read may span to merge neighbouring points into one request
     # (registers for holding/input, bits for coil/discrete); 0 merges only adjacent points.
     max_read_gap: int = Field(default=16, ge=0, le=124)
+    unit_id: int = 1  # narrowed by each link type
 
     _poll_interval_floor = field_validator("poll_interval")(_check_poll_interval)
+
+    def link(self) -> str:
+        """The connection (or bus) this source reads through, shared by every unit id on it."""
+        raise NotImplementedError
+
+    def link_settings(self) -> tuple[object, ...]:
+        """What every source sharing the link must agree on: the one client has them once."""
+        return (self.timeout,)
+
+    def resources(self) -> frozenset[str]:
+        """The link; other Modbus sources of other unit ids may share it (see below)."""
+        return frozenset({self.link()})
+
+    def shares_resource_with(self, other: SourceConfig) -> bool:
+        """Another unit id on the same link, of the same type and with the same settings.
+
+        One unit id twice is refused: its two sources would back off and report
+        independently about one device, and split what one read plan merges.
+        """
+        return (
+            isinstance(other, _ModbusCommon)
+            and other.type == self.type
+            and other.link() == self.link()
+            and other.link_settings() == self.link_settings()
+            and other.unit_id != self.unit_id
+        )
 
 
 class ModbusTcpConfig(_ModbusCommon):
@@ -195,6 +222,10 @@ class ModbusTcpConfig(_ModbusCommon):
     port: Port = 502
     # 0 is broadcast to many devices (reads get no reply); 255 is the "not significant" id.
     unit_id: int = Field(default=1, ge=1, le=255)
+
+    def link(self) -> str:
+        """``modbus_tcp:host:port``: sources naming one device alike share one connection."""
+        return f"modbus_tcp:{self.host.lower()}:{self.port}"
 
 
 class Parity(enum.Enum):
@@ -216,19 +247,14 @@ class ModbusRtuConfig(_ModbusCommon):
     bytesize: Literal[7, 8] = 8
     unit_id: int = Field(default=1, ge=1, le=247)
 
-    def resources(self) -> frozenset[str]:
-        """The serial port; other RTU sources with the same line settings may share it."""
-        return frozenset({f"serial:{self.port}"})
+    def link(self) -> str:
+        """``serial:<port>``: the bus every RTU source on the port shares."""
+        return f"serial:{self.port}"
 
     def line_settings(self) -> tuple[int, str, int, int]:
-        """(baudrate, parity, stopbits, bytesize): what every user of one bus must agree on."""
+        """(baudrate, parity, stopbits, bytesize) of the serial line."""
         return (self.baudrate, self.parity.value, self.stopbits, self.bytesize)
 
-    def shares_resource_with(self, other: SourceConfig) -> bool:
-        """Another unit id on the same bus, with the same line settings."""
-        return (
-            isinstance(other, ModbusRtuConfig)
-            and other.port == self.port
-            and other.line_settings() == self.line_settings()
-            and other.unit_id != self.unit_id
-        )
+    def link_settings(self) -> tuple[object, ...]:
+        """The line settings and the timeout: what every user of one bus must agree on."""
+        return (*self.line_settings(), self.timeout)

@@ -1,16 +1,16 @@
-"""Modbus TCP and RTU driver: one link per source, one deadline-scheduled loop per interval.
+"""Modbus TCP and RTU driver: one shared link, one deadline-scheduled loop per interval.
 
 How it behaves (README.md has the operator's view):
 
-- TCP: one connection per source, shared by all its poll loops; requests go out one at a
-  time. pymodbus's own reconnect is off (``reconnect_delay=0``) and so are its retries:
-  after a timeout the stream may carry a late answer, so we drop the connection and
-  reconnect with exponential backoff and jitter (``core.backoff``, 0.1 s doubling to 30 s)
-  instead of retrying on it.
-- RTU: every source on one serial port shares the port's client (``connection.SerialBus``),
-  so the line carries strict request/response. A slave that does not answer fails only its
-  own source, which backs off the same way while the others keep their schedule; a port
-  error closes the port for all and the next user reopens it.
+- Every source on one TCP host:port, or one serial port, shares the link's client
+  (``connection.SharedClient``), and requests go out one at a time, so the wire carries
+  strict request/response whatever the number of unit ids. pymodbus's own reconnect and
+  retries are off (``reconnect_delay=0``, ``retries=0``): the source reconnects with
+  exponential backoff and jitter (``core.backoff``, 0.1 s doubling to 30 s).
+- A unit that does not answer fails only its own source, which backs off the same way while
+  the others keep their schedule; a link error (refused, reset, a malformed answer, the port
+  gone) closes the link for all and the next user reopens it. ``connection`` states why a
+  timeout may leave a TCP connection open.
 - One poll loop per distinct poll interval. Deadlines sit on a fixed grid (start + k x
   interval): a cycle never drifts; a cycle that finishes late runs the next one at once
   and skips (and counts) any deadline that passed entirely.
@@ -24,6 +24,7 @@ How it behaves (README.md has the operator's view):
   batch per loop per outage, not one per missed cycle: the twin turns quiet points STALE
   by itself), reports ``health.down`` and reconnects; the first answer after that reports
   ``health.up``.
+- Every request sent is reported with its outcome and duration (``health.request``).
 
 No pymodbus object leaves this module.
 """
@@ -31,9 +32,10 @@ No pymodbus object leaves this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +59,7 @@ from edgetwin.sources.modbus.config import (
     ModbusTcpConfig,
     RegisterKind,
 )
-from edgetwin.sources.modbus.connection import Client, Connector, connector_for
+from edgetwin.sources.modbus.connection import Client, ClientShare
 from edgetwin.sources.modbus.decode import decode_point, encode_point
 from edgetwin.sources.modbus.plan import PollGroup, ReadBlock, poll_groups
 
@@ -101,14 +103,21 @@ class LinkState(enum.Enum):
 
 
 class _Session:
-    """One TCP connection; a loss report for an older session is ignored."""
+    """The source's use of one client, from open to loss; a late loss report is ignored."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
 
 
+_OUTCOMES = {"timeout": "timeout"}  # health.request outcome by failure code; else "error"
+
+
 class _LinkLost(Exception):  # control flow inside this module, never seen outside it
     """The session went away during a cycle; the link already reported why."""
+
+    def __init__(self, error: SourceUnavailable | None = None) -> None:
+        super().__init__(error)
+        self.error = error  # None when another loop or source saw the failure first
 
 
 @dataclass(slots=True)
@@ -129,24 +138,26 @@ class _Refused:
 
 
 class _Link:
-    """The connection the poll loops share: connects, reconnects, serialises requests."""
+    """The source's share of its link, for all its poll loops: connects and reconnects.
+
+    It hands out turns on the client: one request at a time across every source of the link.
+    """
 
     def __init__(
         self,
-        connector: Connector,
+        share: ClientShare,
         where: str,
         health: SourceHealth,
         log: Any,
         backoff: Backoff,
     ) -> None:
-        self._connector = connector
+        self._share = share
         self._where = where
         self._health = health
         self._log = log
         self._backoff = backoff  # counts connection failures since the device last answered
         self.state = LinkState.CONNECTING
         self.session: _Session | None = None
-        self.request_lock = asyncio.Lock()  # one outstanding request per connection
         self._changed = asyncio.Event()
         self._lost = asyncio.Event()
         self._answering = False
@@ -163,7 +174,7 @@ class _Link:
     async def maintain(self) -> None:
         """Task: connect, wait for a loss, back off, reconnect; until cancelled."""
         while True:
-            client = await self._connector.open()
+            client = await self._share.open()
             if client is not None:
                 self._log.debug("Modbus connection open")
                 self.session = _Session(client)
@@ -173,7 +184,7 @@ class _Link:
             else:
                 self._answering = False
                 self._health.down("connect_failed", SourceUnavailable(
-                    f"{self._where}: {self._connector.failure}"
+                    f"{self._where}: {self._share.failure}"
                 ))
                 if self.state is not LinkState.DOWN:
                     self._set_state(LinkState.DOWN)
@@ -186,7 +197,7 @@ class _Link:
         if session is not self.session:
             return  # an older connection; its loss was reported already
         self.session = None
-        self._connector.discard(session.client, port_failed=error_code != "timeout")
+        self._share.discard(session.client, link_failed=error_code != "timeout")
         self._answering = False
         self._health.down(error_code, error)
         self._set_state(LinkState.DOWN)
@@ -199,10 +210,53 @@ class _Link:
             self._answering = True
             self._health.up()
 
+    @contextlib.asynccontextmanager
+    async def turn(self, session: _Session) -> AsyncIterator[Client]:
+        """The client, for requests no other request may come between; waits for its turn.
+
+        Raises:
+            _LinkLost: ``session`` ended, or the shared link was closed since it began.
+        """
+        async with self._share.lock:
+            if session is not self.session:
+                raise _LinkLost
+            if not self._share.current(session.client):
+                error = SourceUnavailable(f"{self._where}: the connection was closed")
+                self.lost(session, "connection_lost", error)
+                raise _LinkLost(error)
+            yield session.client
+
+    async def exchange(
+        self, session: _Session, what: str, send: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """One request and its answer (data or an exception response), timed and counted.
+
+        Call it inside ``turn(session)``.
+
+        Raises:
+            _LinkLost: no answer, or the link failed; the link has been told.
+        """
+        started_s = time.perf_counter()
+        try:
+            response = await send()
+        except ParameterException:
+            raise  # a request outside the spec limits is our bug, not the device's
+        except ModbusException as err:
+            raise_if_cancelling()  # pymodbus 3.10 turns a cancellation into this exception
+            code = _failure_code(err, session.client)
+            self._health.request(_OUTCOMES.get(code, "error"), time.perf_counter() - started_s)
+            error = SourceUnavailable(f"{self._where}: {what} failed: {err}")
+            error.__cause__ = err
+            self.lost(session, code, error)
+            raise _LinkLost(error) from err
+        outcome = "exception" if response.isError() else "ok"
+        self._health.request(outcome, time.perf_counter() - started_s)
+        return response
+
     def close(self) -> None:
-        """Give the connection back (TCP: close it; RTU: leave the bus)."""
-        session, self.session = self.session, None
-        self._connector.release(session.client if session is not None else None)
+        """Leave the link; the last of its sources closes it."""
+        self.session = None
+        self._share.release()
 
 
 def _failure_code(err: ModbusException, client: Client) -> str:
@@ -364,24 +418,14 @@ class _Poller:
             _LinkLost: the connection failed; the link has been told.
         """
         data: list[Any] = []
+        unit = self._config.unit_id
         for address, count in block.requests():
-            async with self._link.request_lock:
-                if session is not self._link.session:
-                    raise _LinkLost
-                client = session.client
-                try:
-                    response = await _reader(client, block.table)(
-                        address, count=count, device_id=self._config.unit_id
-                    )
-                except ParameterException:
-                    raise  # a request outside the spec limits is our bug, not the device's
-                except ModbusException as err:
-                    error = SourceUnavailable(
-                        f"{self._where}: read {block.table.value} {address}x{count} failed: {err}"
-                    )
-                    error.__cause__ = err
-                    self._link.lost(session, _failure_code(err, client), error)
-                    raise _LinkLost from err
+            async with self._link.turn(session) as client:
+                read = _reader(client, block.table)
+                response = await self._link.exchange(
+                    session, f"read {block.table.value} {address}x{count}",
+                    lambda: read(address, count=count, device_id=unit),  # noqa: B023  # awaited at once
+                )
             if response.isError():
                 return _Refused(int(response.exception_code), address, count), time.time_ns()
             if block.table.is_bit:
@@ -470,7 +514,7 @@ class ModbusSource:
         self._link: _Link | None = None  # set while run() is active; write() needs it
 
     def resources(self) -> frozenset[str]:
-        """None: a TCP device may be polled by several sources (unlike a serial port)."""
+        """Its link (``modbus_tcp:host:port`` or ``serial:<port>``), shared with other unit ids."""
         return self.config.resources()
 
     async def write(self, point: str, value: Value) -> WriteOutcome:
@@ -494,16 +538,14 @@ class ModbusSource:
         if link is None:
             return WriteOutcome(False, f"{self.where}: the source is not running")
         what = f"{self.where}: write {spec.kind} {spec.address}"
-        async with link.request_lock:
-            session = link.session
+        session = link.session
+        try:
             if session is None:
-                return WriteOutcome(False, f"{what}: not connected")
-            try:
-                back = await self._write_and_read_back(session.client, spec, data)
-            except ModbusException as err:
-                error = SourceUnavailable(f"{what} failed: {err}")
-                link.lost(session, _failure_code(err, session.client), error)
-                return WriteOutcome(False, str(error))
+                raise _LinkLost
+            async with link.turn(session) as client:  # no poll between write and read-back
+                back = await self._write_and_read_back(link, session, client, spec, data)
+        except _LinkLost as lost:
+            return WriteOutcome(False, str(lost.error) if lost.error else f"{what}: not connected")
         if isinstance(back, _Refused):
             name = EXCEPTION_NAMES.get(back.code, "unknown exception")
             return WriteOutcome(False, f"{what}: exception {back.code} ({name})")
@@ -516,22 +558,28 @@ class ModbusSource:
         return WriteOutcome(True, None, read_back)
 
     async def _write_and_read_back(
-        self, client: Client, spec: ModbusPoint, data: list[int] | list[bool]
+        self, link: _Link, session: _Session, client: Client, spec: ModbusPoint,
+        data: list[int] | list[bool],
     ) -> list[int] | list[bool] | _Refused:
-        unit = self.config.unit_id
+        unit, address = self.config.unit_id, spec.address
+        send: Callable[[], Awaitable[Any]]
         if spec.table is RegisterKind.COIL and len(data) > 1:
-            response = await client.write_coils(spec.address, [bool(b) for b in data],
-                                                device_id=unit)
+            bits = [bool(b) for b in data]
+            send = lambda: client.write_coils(address, bits, device_id=unit)  # noqa: E731
         elif spec.table is RegisterKind.COIL:
-            response = await client.write_coil(spec.address, bool(data[0]), device_id=unit)
+            send = lambda: client.write_coil(address, bool(data[0]), device_id=unit)  # noqa: E731
         elif len(data) == 1:
-            response = await client.write_register(spec.address, int(data[0]), device_id=unit)
+            send = lambda: client.write_register(address, int(data[0]), device_id=unit)  # noqa: E731
         else:
-            response = await client.write_registers(spec.address, [int(w) for w in data],
-                                                    device_id=unit)
+            words = [int(w) for w in data]
+            send = lambda: client.write_registers(address, words, device_id=unit)  # noqa: E731
+        where = f"{spec.kind} {address}"
+        response = await link.exchange(session, f"write {where}", send)
         if response.isError():
             return _Refused(int(response.exception_code), spec.address, len(data))
-        back = await _reader(client, spec.table)(spec.address, count=spec.width, device_id=unit)
+        read = _reader(client, spec.table)
+        back = await link.exchange(session, f"read back {where}",
+                                   lambda: read(address, count=spec.width, device_id=unit))
         if back.isError():
             return _Refused(int(back.exception_code), spec.address, spec.width)
         if spec.table.is_bit:
@@ -545,7 +593,7 @@ class ModbusSource:
         before this returns.
         """
         backoff = Backoff(self.reconnect_initial_s, self.reconnect_max_s)
-        link = _Link(connector_for(self.config), self.where, health, self.log, backoff)
+        link = _Link(ClientShare(self.config), self.where, health, self.log, backoff)
         self._link = link
         self.log.info(
             "Modbus source starting",
