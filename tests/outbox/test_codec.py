@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -59,10 +60,8 @@ def test_twin_values_come_back_exactly(value: object) -> None:
 @given(st.binary(max_size=200))
 def test_a_damaged_body_is_a_decode_error_never_a_crash(body: bytes) -> None:
     """Fuzz: whatever the bytes, decode returns an item or raises DecodeError."""
-    try:
+    with contextlib.suppress(DecodeError):
         codec.decode(body)
-    except DecodeError:
-        pass
 
 
 def test_a_value_json_cannot_hold_is_refused_at_encode() -> None:

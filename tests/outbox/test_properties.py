@@ -1,5 +1,8 @@
-"""Property: whatever the sequence of puts, claims, settles, rewinds and restarts, every
-accepted entry is delivered exactly once and each lane hands entries out in seq order."""
+"""Property tests of the durable outbox over random operation sequences.
+
+Whatever the sequence of puts, claims, settles, rewinds and restarts, every accepted entry
+is delivered exactly once and each lane hands entries out in seq order.
+"""
 
 from __future__ import annotations
 
@@ -89,7 +92,9 @@ class Run:
 
 @settings(max_examples=60, deadline=None)
 @given(ops)
-def test_every_entry_is_delivered_exactly_once_in_lane_order(steps: list[tuple[str, object]]) -> None:
+def test_every_entry_is_delivered_exactly_once_in_lane_order(
+    steps: list[tuple[str, object]],
+) -> None:
     async def scenario(state_dir: Path) -> None:
         run = Run(state_dir)
         run.open()
