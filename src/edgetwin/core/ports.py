@@ -52,7 +52,11 @@ class Source(Protocol):
     name: str
 
     def resources(self) -> frozenset[str]:
-        """Exclusive resources, e.g. ``{"serial:/dev/ttyUSB0"}``; no two sources may share one."""
+        """Links it uses, e.g. ``{"serial:/dev/ttyUSB0"}``; shared only where the config allows.
+
+        Two sources may name the same resource only when their configs say they can share
+        it (``shares_resource_with``: other unit ids on one RTU bus or one Modbus TCP link).
+        """
 
     async def run(self, emit: Emit, health: SourceHealth) -> None:
         """Poll or subscribe until cancelled. Called once per start, never concurrently.
