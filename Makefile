@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint system-deps venv clean
+.PHONY: demo test bench lint proto system-deps venv clean
 
 ## Python environment: the gateway, firmware-sim and the dev tools, editable.
 $(STAMP): pyproject.toml firmware-sim/pyproject.toml
@@ -37,6 +37,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests firmware-sim/src hil
 	$(VENV)/bin/mypy
 	MYPYPATH=firmware-sim/src $(VENV)/bin/mypy --strict firmware-sim/src/plcsim
+
+## Regenerate the Sparkplug B protobuf module (committed) from its .proto.
+SPB := src/edgetwin/sync/sparkplug
+proto: $(STAMP)
+	cd $(SPB) && ../../../../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. sparkplug_b.proto
 
 clean:
 	rm -rf $(VENV) demo-state .pytest_cache .mypy_cache .ruff_cache

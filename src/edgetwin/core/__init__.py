@@ -8,8 +8,10 @@ from edgetwin.core.errors import (
     SourceUnavailable,
     StoreError,
 )
-from edgetwin.core.ports import Emit, Outbox, Source, SourceHealth, TwinView
+from edgetwin.core.ports import Emit, Outbox, Source, SourceHealth, SubmitCommand, TwinView
 from edgetwin.core.types import (
+    Command,
+    CommandOrigin,
     Delivery,
     Delta,
     Item,
@@ -22,6 +24,7 @@ from edgetwin.core.types import (
     RecordKind,
     Sample,
     Value,
+    Verdict,
     WriteOutcome,
     asset_of,
     point_name_of,
@@ -29,6 +32,8 @@ from edgetwin.core.types import (
 )
 
 __all__ = [
+    "Command",
+    "CommandOrigin",
     "ConfigError",
     "DecodeError",
     "Delivery",
@@ -50,8 +55,10 @@ __all__ = [
     "SourceHealth",
     "SourceUnavailable",
     "StoreError",
+    "SubmitCommand",
     "TwinView",
     "Value",
+    "Verdict",
     "WriteOutcome",
     "asset_of",
     "point_name_of",

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from edgetwin.core.types import (
+    Command,
     Delivery,
     Item,
     OutboxEntry,
@@ -17,6 +18,9 @@ from edgetwin.core.types import (
 
 Emit = Callable[[Sequence[Sample]], Awaitable[None]]
 """Hands one batch (one poll cycle) downstream. May block when downstream applies backpressure."""
+
+SubmitCommand = Callable[[Command], Awaitable[None]]
+"""Hands a decoded command to the safety policy; its verdict goes out on its own (cmd/result)."""
 
 
 class SourceHealth(Protocol):

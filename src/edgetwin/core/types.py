@@ -142,3 +142,41 @@ class WriteOutcome:
     ok: bool  # True only when the value read back after the write equals what was written
     reason: str | None = None  # why not, e.g. "read-back 1449 != written 1450", "timeout"
     read_back: Value | None = None
+
+
+class CommandOrigin(enum.Enum):
+    """Where a command came from: the topic family it arrived on."""
+
+    SPARKPLUG_DCMD = "sparkplug/DCMD"
+    SPARKPLUG_NCMD = "sparkplug/NCMD"
+    JSON_DESIRED = "json/desired"
+    JSON_CMD = "json/cmd"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request to write one point, exactly as it arrived; the safety policy decides.
+
+    Sync only decodes and routes: nothing here has been checked beyond its shape.
+    """
+
+    id: str  # the sender's command id; one is made up for protocols without ids
+    point: str  # "<asset>/<point>"
+    value: Value
+    origin: CommandOrigin
+    received_ns: int
+    issued_at_ms: int | None = None
+    expires_at_ms: int | None = None
+    key_id: str | None = None
+    signature: str | None = None  # base64 Ed25519 signature over the canonical command
+    operation: str = "operate"  # "select" or "operate" (select-before-operate)
+    token: str | None = None  # the select token an operate refers to
+    reply_to: str | None = None  # correlation the sender asked to have echoed
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The one answer every command gets."""
+
+    accepted: bool
+    reason: str
