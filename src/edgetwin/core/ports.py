@@ -105,7 +105,13 @@ class Outbox(Protocol):
         """Return every claimed, unsettled or held entry to the queue, keeping order."""
 
     def depth(self) -> int:
-        """Entries not yet settled (pending and claimed)."""
+        """Entries not yet settled (pending, claimed, and held after SENT)."""
+
+    def waiting(self) -> int:
+        """Entries not yet written to the broker (depth less those held after SENT)."""
+
+    def confirm_sent(self) -> None:
+        """After a clean disconnect: every held (SENT) entry reached the broker; drop them."""
 
     def nbytes(self) -> int:
         """Approximate size of what the outbox holds, in bytes."""

@@ -31,7 +31,16 @@ from edgetwin import __version__
 from edgetwin.config import GatewayConfig, InvalidConfig, SourceConfig, load_config
 from edgetwin.core.counter import write_atomically
 from edgetwin.core.tasks import cancel_and_wait
-from edgetwin.core.types import PointSpec, Quality, Sample, asset_of
+from edgetwin.core.types import (
+    Command,
+    PointSpec,
+    Quality,
+    Record,
+    RecordKind,
+    Sample,
+    Verdict,
+    asset_of,
+)
 from edgetwin.daemon.statelock import lock_state_dir
 from edgetwin.daemon.supervisor import supervise
 from edgetwin.outbox import DurableOutbox
@@ -260,8 +269,12 @@ class Daemon:
     def _start_sync(self, config: GatewayConfig) -> None:
         assert self._group is not None
         self._sync_stop = asyncio.Event()
-        self.session = MqttSession(config.sync, config.gateway.id, self.outbox, self.twin,
-                                   self.telemetry)
+        self.session = MqttSession(
+            config.sync, config.gateway.id, self.outbox, self.twin, self.telemetry,
+            group=config.gateway.group, state_dir=config.gateway.state_dir,
+            points=list(config.points()), submit=self._submit_command,
+        )
+        self.session.set_alive(self._assets_alive())
         self._sync_task = self._group.create_task(
             self.session.run(self._sync_stop, SYNC_DRAIN_S), name="sync.session"
         )
@@ -286,6 +299,8 @@ class Daemon:
             await self._flush_stale()
             for quality, count in self.twin.qualities().items():
                 self._points.labels(quality).set(count)
+            if self.session is not None:
+                self.session.set_alive(self._assets_alive())
             status = self._status_line()
             if status != last_status:  # `systemctl status` shows the latest STATUS= line
                 self.notifier.notify(STATUS=status)
@@ -296,6 +311,33 @@ class Daemon:
         if deltas:
             self._deltas.inc(len(deltas))
             await self.outbox.put(deltas)
+
+    def _assets_alive(self) -> dict[str, bool]:
+        """An asset is alive while at least one of the sources feeding it is up."""
+        alive: dict[str, bool] = {}
+        for source in self.config.sources:
+            up = self.telemetry.source_health(source.name).state == "up"
+            for point in source.points:
+                asset = asset_of(point.id)
+                alive[asset] = alive.get(asset, False) or up
+        return alive
+
+    async def _submit_command(self, command: Command) -> None:
+        """Every command gets one verdict; until the safety policy exists, it is a denial."""
+        if not self.config.commands.enabled:
+            reason = "writes are disabled on this gateway (commands.enabled is false)"
+        else:
+            reason = "this version has no safety policy, so no write can be allowed"
+        verdict = Verdict(False, reason)
+        log.warning("Command denied", command=command.id, point=command.point,
+                    origin=command.origin.value, reason=reason)
+        await self.outbox.put([Record(RecordKind.COMMAND_RESULT, asset_of(command.point),
+                                      time.time_ns(), {
+                                          "id": command.id, "point": command.point,
+                                          "value": command.value,
+                                          "origin": command.origin.value,
+                                          "accepted": verdict.accepted, "reason": verdict.reason,
+                                      })])
 
     def _healthy(self) -> bool:
         """For the watchdog: housekeeping ran recently, and sync and the outbox are alive."""

@@ -740,6 +740,16 @@ class DurableOutbox:
         self._bytes -= size
         self._room.set()
 
+    def confirm_sent(self) -> None:
+        """A clean disconnect: whatever was written at QoS 0 reached the broker."""
+        while self._held:
+            _, seq, size = self._held.popleft()
+            self._forget(seq, size)
+
+    def waiting(self) -> int:
+        """Entries not yet written to any broker (depth less those held after QoS 0)."""
+        return self._count - len(self._held)
+
     def rewind(self) -> None:
         """Everything claimed or held goes again, as history, in order."""
         self._claimed.clear()

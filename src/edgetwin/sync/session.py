@@ -1,4 +1,10 @@
-"""The MQTT session: connects, publishes the outbox in order, reconnects, drains on stop.
+"""The MQTT session: connects, publishes the outbox per scheme, reconnects, drains on stop.
+
+Schemes: the JSON twin scheme (QoS 1, each entry settled on its own PUBACK) and the
+Sparkplug B edge node (QoS 0 DATA, entries held for the outbox's window and replayed as
+history after a drop), one or both, from one claim of the outbox: each entry is encoded
+once per scheme. The Will is the NDEATH when Sparkplug runs; the JSON status then rides a
+second, data-less connection whose Will is the offline status.
 
 Invariants:
 - an outbox entry is settled DELIVERED only when the broker's PUBACK for that very message
@@ -18,6 +24,8 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -26,11 +34,13 @@ import structlog
 
 from edgetwin.config.model import MqttProtocol, Scheme, SyncConfig
 from edgetwin.core.backoff import Backoff
-from edgetwin.core.ports import Outbox, TwinView
+from edgetwin.core.ports import Outbox, SubmitCommand, TwinView
 from edgetwin.core.tasks import cancel_and_wait, raise_if_cancelling
-from edgetwin.core.types import Delivery, Delta, OutboxEntry
+from edgetwin.core.types import Command, Delivery, Delta, OutboxEntry
 from edgetwin.sync.jsontwin import JsonTwinEncoder
 from edgetwin.sync.message import MqttMessage
+from edgetwin.sync.sparkplug.host import PrimaryHost
+from edgetwin.sync.sparkplug.node import BadCommand, EdgeNode
 from edgetwin.telemetry import Telemetry
 
 log = structlog.get_logger("edgetwin.sync")
@@ -38,6 +48,10 @@ log = structlog.get_logger("edgetwin.sync")
 _PUBACK_TIMEOUT_S = 10.0
 _GOODBYE_S = 1.0  # final snapshots and the offline status, after the drain
 _FATAL_RC = {paho.MQTT_ERR_PAYLOAD_SIZE, paho.MQTT_ERR_INVAL}  # this message can never go
+
+
+class HostOffline(Exception):
+    """The primary host went offline: NDEATH, disconnect, and wait for it to return."""
 
 
 class MqttSession:
@@ -50,7 +64,18 @@ class MqttSession:
         outbox: Outbox,
         twin: TwinView,
         telemetry: Telemetry,
+        *,
+        group: str = "edgetwin",
+        state_dir: Path | None = None,
+        points: Iterable[str] = (),
+        submit: SubmitCommand | None = None,
     ) -> None:
+        """Set up the session; nothing connects before ``run``.
+
+        ``points``: every configured point id (Sparkplug births list them all); ``submit``
+        takes decoded commands to the safety policy (None: commands are counted and dropped,
+        the gateway being read-only); ``state_dir`` keeps Sparkplug's bdSeq.
+        """
         self._config = config
         self._mqtt = config.mqtt
         self._outbox = outbox
@@ -58,6 +83,22 @@ class MqttSession:
         self._telemetry = telemetry
         self._client_id = config.mqtt.client_id or gateway_id
         self.encoder = JsonTwinEncoder(config.json_.prefix, gateway_id)
+        self._json = Scheme.JSON in config.schemes
+        self.node: EdgeNode | None = None
+        self.host: PrimaryHost | None = None
+        if Scheme.SPARKPLUG in config.schemes:
+            if state_dir is None:
+                raise ValueError("the Sparkplug scheme needs a state_dir for its bdSeq")
+            self.node = EdgeNode(group, gateway_id, points, twin, state_dir)
+            if config.sparkplug.primary_host:
+                self.host = PrimaryHost(config.sparkplug.primary_host)
+        self._submit = submit
+        self._order = asyncio.Lock()  # births, rebirths and device deaths never interleave DATA
+        self._host_online = asyncio.Event()
+        self._rebirth = asyncio.Event()
+        self._alive: dict[str, bool] = {}
+        self._alive_changed = asyncio.Event()
+        self._bad_logged: set[str] = set()
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._settled = asyncio.Event()
@@ -76,11 +117,10 @@ class MqttSession:
         self._connects = telemetry.counter(
             "edgetwin_mqtt_connects_total", "Broker sessions established"
         )
-        if Scheme.SPARKPLUG in config.schemes:
-            telemetry.emit_error(
-                "sync", "scheme_unavailable", "start",
-                "the sparkplug scheme is not implemented yet; publishing the json scheme only",
-            )
+        self._commands = telemetry.counter(
+            "edgetwin_sync_commands_total", "Commands decoded and handed to the safety policy",
+            ("origin",),
+        )
 
     def status(self) -> dict[str, Any]:
         """Session state for ``edgetwin status``."""
@@ -92,25 +132,39 @@ class MqttSession:
             "client_id": self._client_id,
         }
 
+    def set_alive(self, alive: Mapping[str, bool]) -> None:
+        """Which assets have a live source; a change sends DDEATH or DBIRTH (Sparkplug)."""
+        if dict(alive) != self._alive:
+            self._alive = dict(alive)
+            self._alive_changed.set()
+
     async def run(self, stop: asyncio.Event, drain_s: float = 3.0) -> None:
         """Keep a session up until ``stop`` is set, then deliver what is queued within ``drain_s``.
 
-        Returns after the offline status went out (when connected) and the session closed.
+        Returns after the death certificates went out (when connected) and the session closed.
         """
         backoff = Backoff(initial_s=0.5, max_s=30.0)
         while not stop.is_set():
             try:
                 password = self._read_password()
-                async with self._client(password) as client:
+                will = self.node.next_will() if self.node else self._status(online=False)
+                async with self._client(password, will, self._client_id) as client, \
+                        self._status_link(password):
                     await self._on_connect(client)
                     backoff.reset()
                     await self._pump(client, stop, drain_s)
                     async with asyncio.timeout(_GOODBYE_S):
-                        await self._publish_snapshots(client)
-                        await self._publish(client, self._status(online=False), "status")
+                        await self._goodbye(client)
+                    self._outbox.confirm_sent()  # a clean close: QoS 0 writes arrived
                     self._set_connected(False, None)
                     log.info("Broker session closed", broker=self.broker)
                     return
+            except HostOffline:
+                self._outbox.rewind()
+                self._set_connected(False, "primary host offline")
+                log.warning("Primary host went offline; holding data until it returns",
+                            host=self.host.host_id if self.host else None)
+                continue  # reconnect at once and wait for its STATE online
             except (aiomqtt.MqttError, OSError) as err:
                 self._outbox.rewind()
                 lost = self.connected
@@ -131,13 +185,39 @@ class MqttSession:
             log.warning("Stopped while disconnected; entries left in the outbox",
                         abandoned=abandoned, broker=self.broker)
 
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """A clean stop: last snapshots and the death certificates the Wills stand for."""
+        if self._json:
+            await self._publish_snapshots(client)
+        if self.node is not None:
+            # Sparkplug 3.1.1: publish NDEATH before DISCONNECT (the broker drops the Will).
+            await self._publish(client, self.node.death_certificate(), "sparkplug")
+        if self._json and self.node is None:
+            await self._publish(client, self._status(online=False), "status")
+
+    @contextlib.asynccontextmanager
+    async def _status_link(self, password: str | None) -> AsyncIterator[None]:
+        """With both schemes, a second connection whose Will is the JSON offline status."""
+        if not (self._json and self.node is not None):
+            yield
+            return
+        will = self._status(online=False)
+        async with self._client(password, will, f"{self._client_id}-status") as side:
+            await self._publish(side, self._status(online=True), "status")
+            try:
+                yield
+            finally:
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(_GOODBYE_S):
+                        await self._publish(side, will, "status")
+
     def _read_password(self) -> str | None:
         path = self._mqtt.password_file
         if path is None:
             return None
         return path.read_text(encoding="utf-8").rstrip("\r\n")
 
-    def _client(self, password: str | None) -> aiomqtt.Client:
+    def _client(self, password: str | None, will: MqttMessage, client_id: str) -> aiomqtt.Client:
         tls = self._mqtt.tls
         tls_params = None
         if tls is not None:
@@ -148,11 +228,10 @@ class MqttSession:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         v5 = self._mqtt.protocol is MqttProtocol.V5
-        will = self._status(online=False)
         return aiomqtt.Client(
             self._mqtt.host,
             self._mqtt.port,
-            identifier=self._client_id,
+            identifier=client_id,
             username=self._mqtt.username,
             password=password,
             keepalive=self._mqtt.keepalive,
@@ -180,64 +259,204 @@ class MqttSession:
         self._set_connected(True, None)
         log.info("Broker session up" if not recovered else "Broker session recovered",
                  broker=self.broker, client_id=self._client_id, queued=self._outbox.depth())
-        await self._publish(client, self._status(online=True), "status")
-        self._dirty.update(self._twin.assets())
-        await self._publish_snapshots(client)
+        topics: list[str] = []
+        if self.node is not None:
+            # Before NBIRTH [tck-id-message-flow-edge-node-ncmd-subscribe].
+            topics += self.node.command_topics()
+        if self.host is not None:
+            self._host_online.clear()
+            self.host.online = False
+            topics.append(self.host.topic)
+        for topic in topics:
+            await client.subscribe(topic, qos=1)
+        if self._json and self.node is None:
+            await self._publish(client, self._status(online=True), "status")
+        if self._json:
+            self._dirty.update(self._twin.assets())
+            await self._publish_snapshots(client)
 
     async def _pump(self, client: aiomqtt.Client, stop: asyncio.Event, drain_s: float) -> None:
         """Publish until ``stop``; then wait up to ``drain_s`` for the outbox to empty.
 
         Raises:
             aiomqtt.MqttError: the link was lost (the first error of the session's tasks).
+            HostOffline: the primary host went offline (after NDEATH went out).
         """
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(self._watch_link(client), name="sync.link"),
-                    group.create_task(self._publish_outbox(client, group), name="sync.outbox"),
-                    group.create_task(self._snapshot_loop(client), name="sync.snapshots"),
-                ]
-                await stop.wait()
-                await self._drain(drain_s)
+                tasks = [group.create_task(self._watch_link(client), name="sync.link")]
+                if self.node is not None:  # no DATA before the births
+                    ready = group.create_task(self._births_when_host_ready(client),
+                                              name="sync.births")
+                    tasks.append(ready)
+                    stopping = asyncio.ensure_future(stop.wait())
+                    try:
+                        await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        stopping.cancel()
+                if not stop.is_set():
+                    tasks.append(group.create_task(self._publish_outbox(client, group),
+                                                   name="sync.outbox"))
+                    if self._json:
+                        tasks.append(group.create_task(self._snapshot_loop(client),
+                                                       name="sync.snapshots"))
+                    if self.node is not None:
+                        tasks.append(group.create_task(self._sparkplug_control(client),
+                                                       name="sync.sparkplug"))
+                    await stop.wait()
+                    await self._drain(drain_s)
                 for task in [*tasks, *self._deliveries]:
                     await cancel_and_wait(task)
         except BaseExceptionGroup as group_error:
-            raise _link_error(group_error) from None
+            error = _link_error(group_error)
+            if isinstance(error, HostOffline):
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(_GOODBYE_S):
+                        assert self.node is not None
+                        await self._publish(client, self.node.death_certificate(), "sparkplug")
+            raise error from None
         finally:
             self._outbox.rewind()  # whatever is still claimed was not acknowledged
 
+    async def _births_when_host_ready(self, client: aiomqtt.Client) -> None:
+        if self.host is not None:
+            log.info("Waiting for the primary host to be online", host=self.host.host_id)
+            await self._host_online.wait()
+        await self._publish_births(client)
+
+    async def _publish_births(self, client: aiomqtt.Client) -> None:
+        assert self.node is not None
+        async with self._order:
+            for message in self.node.births(self._alive or None):
+                await self._publish(client, message, "sparkplug")
+        log.info("Sparkplug births published", bdseq=self.node.bdseq,
+                 devices=len(self.node.born()))
+
+    async def _sparkplug_control(self, client: aiomqtt.Client) -> None:
+        """Rebirth requests and device deaths/births, between DATA messages."""
+        assert self.node is not None
+        node = self.node
+        while True:
+            rebirth = asyncio.ensure_future(self._rebirth.wait())
+            alive = asyncio.ensure_future(self._alive_changed.wait())
+            try:
+                await asyncio.wait({rebirth, alive}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                rebirth.cancel()
+                alive.cancel()
+            raise_if_cancelling()
+            if self._rebirth.is_set():
+                self._rebirth.clear()
+                log.info("Rebirth requested by NCMD")
+                await self._publish_births(client)
+            if self._alive_changed.is_set():
+                self._alive_changed.clear()
+                async with self._order:
+                    for asset, up in sorted(self._alive.items()):
+                        message = node.device_birth(asset) if up else node.device_death(asset)
+                        if message is not None:
+                            await self._publish(client, message, "sparkplug")
+
     async def _drain(self, drain_s: float) -> None:
         deadline = time.monotonic() + drain_s
-        while self._outbox.depth() and (left := deadline - time.monotonic()) > 0:
+        while self._outbox.waiting() and (left := deadline - time.monotonic()) > 0:
             self._settled.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), left)
-        if self._outbox.depth():
-            log.warning("Drain time is up; entries stay queued", abandoned=self._outbox.depth(),
+        if self._outbox.waiting():
+            log.warning("Drain time is up; entries stay queued", abandoned=self._outbox.waiting(),
                         drain_s=drain_s)
+
+    # -- inbound -----------------------------------------------------------------------------
 
     async def _watch_link(self, client: aiomqtt.Client) -> None:
         # Iterating messages is aiomqtt's one public way to learn of a lost connection:
-        # it raises MqttError when the link drops. Inbound commands arrive here later.
-        async for _message in client.messages:
-            pass
+        # it raises MqttError when the link drops.
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if self.host is not None and topic == self.host.topic:
+                self._on_host_state(payload)
+            elif self.node is not None and self.node.is_command_topic(topic):
+                await self._on_sparkplug_command(topic, payload)
+
+    def _on_host_state(self, payload: bytes) -> None:
+        assert self.host is not None
+        try:
+            changed = self.host.update(payload)
+        except ValueError as err:
+            self._bad_input("bad_state", err)
+            return
+        if changed is True:
+            log.info("Primary host is online", host=self.host.host_id)
+            self._host_online.set()
+        elif changed is False:
+            raise HostOffline(self.host.host_id)
+
+    async def _on_sparkplug_command(self, topic: str, payload: bytes) -> None:
+        assert self.node is not None
+        try:
+            inbound = self.node.inbound(topic, payload)
+        except BadCommand as err:
+            self._bad_input(err.code, err)
+            return
+        for problem in inbound.problems:
+            self._bad_input(problem.code, problem)
+        if inbound.rebirth:
+            self._rebirth.set()
+        for command in inbound.commands:
+            await self._route(command)
+
+    async def _route(self, command: Command) -> None:
+        self._commands.labels(command.origin.value).inc()
+        if self._submit is None:
+            log.warning("Command dropped: this gateway has no command path",
+                        command=command.id, point=command.point, origin=command.origin.value)
+            return
+        await self._submit(command)
+
+    def _bad_input(self, code: str, err: BaseException | str) -> None:
+        """Count every bad inbound message; log each kind once per session."""
+        first = code not in self._bad_logged
+        self._bad_logged.add(code)
+        self._telemetry.emit_error("sync", code, "inbound", err, log=first,
+                                   message="Inbound message refused")
+
+    # -- outbound ----------------------------------------------------------------------------
 
     async def _publish_outbox(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
         while True:
             raise_if_cancelling()  # aiomqtt's wait_for may have swallowed a cancellation
-            for entry in await self._outbox.claim(self._config.max_batch):
-                try:
-                    message = self.encoder.entry(entry)
-                except (ValueError, TypeError) as err:
-                    self._reject(entry, "encode_failed", err)
-                    continue
-                await self._inflight.acquire()
-                task = group.create_task(self._deliver(client, entry, message))
-                self._deliveries.add(task)
-                task.add_done_callback(self._deliveries.discard)
+            entries = await self._outbox.claim(self._config.max_batch)
+            async with self._order:
+                for entry in entries:
+                    await self._send(client, group, entry)
+
+    async def _send(self, client: aiomqtt.Client, group: asyncio.TaskGroup,
+                    entry: OutboxEntry) -> None:
+        """Encode one entry once per scheme and publish it; settle by the weakest delivery."""
+        item = entry.item
+        sparkplug = self.node is not None and isinstance(item, Delta)
+        try:
+            json_message = self.encoder.entry(entry) if self._json or not sparkplug else None
+            spb = self.node.data(item, historical=entry.historical) \
+                if sparkplug and self.node is not None and isinstance(item, Delta) else []
+        except (ValueError, TypeError) as err:
+            self._reject(entry, "encode_failed", err)
+            return
+        for message in spb:
+            await self._publish(client, message, "sparkplug")
+        if json_message is None:
+            self._outbox.settle(entry.seq, Delivery.SENT)
+            self._settled.set()
+            return
+        await self._inflight.acquire()
+        task = group.create_task(self._deliver(client, entry, json_message, held=sparkplug))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     async def _deliver(
-        self, client: aiomqtt.Client, entry: OutboxEntry, message: MqttMessage
+        self, client: aiomqtt.Client, entry: OutboxEntry, message: MqttMessage, *, held: bool
     ) -> None:
         try:
             await self._publish(client, message, _kind(entry))
@@ -246,7 +465,8 @@ class MqttSession:
                 raise
             self._reject(entry, "publish_refused", err)
         else:
-            self._outbox.settle(entry.seq, Delivery.DELIVERED)
+            # Also sent as Sparkplug at QoS 0: kept for the replay window, not acknowledged.
+            self._outbox.settle(entry.seq, Delivery.SENT if held else Delivery.DELIVERED)
             if isinstance(entry.item, Delta):
                 self._dirty.add(entry.item.asset)
                 self._dirty_event.set()
@@ -301,6 +521,9 @@ def _link_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             pending.extend(reversed(error.exceptions))
         else:
             leaves.append(error)
+    for leaf in leaves:
+        if isinstance(leaf, HostOffline):
+            return leaf
     if leaves and all(isinstance(e, aiomqtt.MqttError | OSError) for e in leaves):
         return leaves[0]
     return group
