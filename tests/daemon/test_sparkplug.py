@@ -222,3 +222,21 @@ def test_primary_host_offline_holds_data_and_replays_it_as_history(
         assert together == list(range(together[0], together[-1] + 1)), "a counter value lost"
     finally:
         gateway.close()
+
+
+def test_garbage_on_command_topics_is_audited_and_the_node_runs_on(
+    spb: tuple[GatewayProcess, Recorder], broker: Broker
+) -> None:
+    """Malformed protobuf, an unknown device and an oversized payload: audited, not fatal."""
+    gateway, rec = spb
+    gateway.start()
+    rec.wait_for(lambda m: m.topic.endswith("/DBIRTH/gw-spb/pump1"))
+    publish(broker, NODE.format(kind="DCMD") + "/pump1", b"\xff\x00 not protobuf")
+    publish(broker, NODE.format(kind="DCMD") + "/elsewhere", ncmd_rebirth())
+    publish(broker, NODE.format(kind="NCMD"), b"\x00" * (300 * 1024))
+    audit = [rec.wait_for(lambda m, c=code: m.topic.endswith("/audit") and m.json()["code"] == c)
+             for code in ("malformed_payload", "unknown_point", "too_large")]
+    assert all(a.json()["event"] == "inbound_refused" for a in audit)
+    seen = len(rec.messages)
+    rec.wait_for(lambda m: kind(m) == "DDATA" and rec.messages.index(m) >= seen)
+    assert gateway.proc is not None and gateway.proc.poll() is None

@@ -36,7 +36,7 @@ from edgetwin.config.model import MqttProtocol, Scheme, SyncConfig
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.ports import Outbox, SubmitCommand, TwinView
 from edgetwin.core.tasks import cancel_and_wait, raise_if_cancelling
-from edgetwin.core.types import Command, Delivery, Delta, OutboxEntry
+from edgetwin.core.types import Command, Delivery, Delta, OutboxEntry, Record, RecordKind
 from edgetwin.sync.jsontwin import JsonTwinEncoder
 from edgetwin.sync.message import MqttMessage
 from edgetwin.sync.sparkplug.host import PrimaryHost
@@ -48,6 +48,10 @@ log = structlog.get_logger("edgetwin.sync")
 _PUBACK_TIMEOUT_S = 10.0
 _GOODBYE_S = 1.0  # final snapshots and the offline status, after the drain
 _FATAL_RC = {paho.MQTT_ERR_PAYLOAD_SIZE, paho.MQTT_ERR_INVAL}  # this message can never go
+
+
+MAX_INBOUND_BYTES = 256 * 1024  # a command or STATE is small; anything bigger is refused unread
+BAD_INPUT_TOLD_PER_MINUTE = 10  # logged and audited per error code; the rest only counted
 
 
 class HostOffline(Exception):
@@ -98,7 +102,7 @@ class MqttSession:
         self._rebirth = asyncio.Event()
         self._alive: dict[str, bool] = {}
         self._alive_changed = asyncio.Event()
-        self._bad_logged: set[str] = set()
+        self._bad_told: dict[str, tuple[float, int]] = {}  # code -> (window start, count)
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._settled = asyncio.Event()
@@ -375,17 +379,20 @@ class MqttSession:
         async for message in client.messages:
             topic = str(message.topic)
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            if self.host is not None and topic == self.host.topic:
-                self._on_host_state(payload)
+            if len(payload) > MAX_INBOUND_BYTES:
+                await self._bad_input("too_large", topic,
+                                      f"{len(payload)} bytes (limit {MAX_INBOUND_BYTES})")
+            elif self.host is not None and topic == self.host.topic:
+                await self._on_host_state(payload)
             elif self.node is not None and self.node.is_command_topic(topic):
                 await self._on_sparkplug_command(topic, payload)
 
-    def _on_host_state(self, payload: bytes) -> None:
+    async def _on_host_state(self, payload: bytes) -> None:
         assert self.host is not None
         try:
             changed = self.host.update(payload)
         except ValueError as err:
-            self._bad_input("bad_state", err)
+            await self._bad_input("bad_state", self.host.topic, err)
             return
         if changed is True:
             log.info("Primary host is online", host=self.host.host_id)
@@ -398,10 +405,10 @@ class MqttSession:
         try:
             inbound = self.node.inbound(topic, payload)
         except BadCommand as err:
-            self._bad_input(err.code, err)
+            await self._bad_input(err.code, topic, err)
             return
         for problem in inbound.problems:
-            self._bad_input(problem.code, problem)
+            await self._bad_input(problem.code, topic, problem)
         if inbound.rebirth:
             self._rebirth.set()
         for command in inbound.commands:
@@ -415,12 +422,24 @@ class MqttSession:
             return
         await self._submit(command)
 
-    def _bad_input(self, code: str, err: BaseException | str) -> None:
-        """Count every bad inbound message; log each kind once per session."""
-        first = code not in self._bad_logged
-        self._bad_logged.add(code)
-        self._telemetry.emit_error("sync", code, "inbound", err, log=first,
+    async def _bad_input(self, code: str, topic: str, err: BaseException | str) -> None:
+        """Count every bad inbound message; log and audit each kind a few times a minute.
+
+        A flood of garbage must not flood the log or the outbox (audit records are evicted
+        last, so unbounded ones would push out data): beyond the budget it is only counted.
+        """
+        now = time.monotonic()
+        window, told = self._bad_told.get(code, (now, 0))
+        if now - window > 60.0:
+            window, told = now, 0
+        self._bad_told[code] = (window, told + 1)
+        tell = told < BAD_INPUT_TOLD_PER_MINUTE
+        self._telemetry.emit_error("sync", code, "inbound", err, log=tell, topic=topic,
                                    message="Inbound message refused")
+        if tell:
+            await self._outbox.put([Record(RecordKind.AUDIT, "", time.time_ns(), {
+                "event": "inbound_refused", "code": code, "topic": topic, "detail": str(err),
+            })])
 
     # -- outbound ----------------------------------------------------------------------------
 
