@@ -3,6 +3,8 @@
 ``OpcuaFace(sim, host="127.0.0.1", port=0, namespace="urn:edgetwin:plcsim")``; ``start()``
 returns ``{"protocol": "opcua", "endpoint": "opc.tcp://127.0.0.1:<port>/plcsim",
 "namespace": <uri>, "namespace_index": <n>}``. Security: None only, anonymous login.
+Monitored items follow the spec where asyncua's server does not (``opcua_monitoring``):
+filters are checked per item, percent deadbands work on the AnalogItems below.
 
 Nodes, all with string NodeIds ``ns=<n>;s=PumpSkid.<path>`` (e.g.
 ``ns=2;s=PumpSkid.Motor.SpeedSetpoint``; ``<n>`` is ``namespace_index``)::
@@ -74,6 +76,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from plcsim import opcua_monitoring
 from plcsim.faults import Fault
 from plcsim.plant import MAX_SPEED_RPM
 from plcsim.sim import Sim
@@ -271,6 +274,7 @@ class OpcuaFace:
         if self.port == 0:
             self.port = _free_port(self.host)
         server = Server()
+        opcua_monitoring.install(server.iserver, self._eu_range)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("plcsim pump skid")
@@ -314,6 +318,13 @@ class OpcuaFace:
             await server.stop()
         self._frozen.clear()
         self._refusing = False
+
+    def _eu_range(self, node_id: ua.NodeId) -> tuple[float, float] | None:
+        """The EURange of one of our AnalogItems (for percent deadbands)."""
+        if node_id.NamespaceIndex != self.namespace_index:
+            return None
+        point = self._points.get(str(node_id.Identifier))
+        return point.eu_range if point is not None else None
 
     # -- address space -----------------------------------------------------------------------
 
