@@ -304,28 +304,6 @@ async def test_missing_password_file_is_reported_and_retried(
     assert len([b for b in batches.batches if all(s.quality is Quality.BAD for s in b)]) == 1
 
 
-async def test_password_file_read_at_connect_time(
-    face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth, tmp_path: Path
-) -> None:
-    """Once the password file appears, the next attempt logs in and values flow.
-
-    plcsim's face accepts anonymous logins only, so the server refuses the user token;
-    the point is that the file is read on each attempt and the refusal is a retried
-    connect failure, not a crash.
-    """
-    secret = tmp_path / "opcua.password"
-    config = make_config(face, skid_points(), username="gateway", password_file=str(secret))
-    source = OpcuaSource(config, reconnect_initial_s=0.05, reconnect_max_s=0.1)
-    async with running(source, batches, health):
-        await health.wait_for("down")
-        secret.write_text("s3cret\n")
-        await health.wait_for(
-            "down", count=len(health.of("down")) + 2)
-    codes = [d.error_code for d in health.of("down")]
-    assert codes[0] == "password_file"
-    assert "connect_failed" in codes[1:]
-
-
 async def test_array_node_arrives_as_numpy_array(
     face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
 ) -> None:
