@@ -57,7 +57,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[GatewayProcess, Broker, PlcSim, Record
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker", persistence=True)
     broker.start()
-    sim = PlcSim(0, "--tick", str(TICK_S))
+    sim = PlcSim(0, "modbus", "--tick", str(TICK_S))
     sim.start()
     config = tmp_path / "gateway.yaml"
     config.write_text(config_yaml(tmp_path / "state", broker.port, sim.port))

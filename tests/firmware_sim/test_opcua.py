@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -12,16 +12,18 @@ import pytest
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
+from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from asyncua.ua.uaerrors import UaStatusCodeError
 
 from plcsim.opcua_face import OpcuaFace, unece_unit_id
+from plcsim.opcua_monitoring import beyond
 from plcsim.sim import Sim
+from tests.helpers.opcua_client import CONNECTION_FAILED, connected
 
 pytestmark = pytest.mark.sim
 WAIT_S = 5.0
-CONNECTION_FAILED = (OSError, TimeoutError, UaError)  # ConnectionError is an OSError
 
 
 @pytest.fixture
@@ -37,18 +39,6 @@ async def listening(sim: Sim) -> AsyncIterator[dict[str, Any]]:
     description = await face.start()
     yield description
     await face.stop()
-
-
-@contextlib.asynccontextmanager
-async def connected(endpoint: str, timeout_s: float = 2.0) -> AsyncIterator[Client]:
-    """A connected client; the watchdog is slowed so it never reconnects on its own."""
-    client = Client(endpoint, timeout=timeout_s, watchdog_intervall=60.0)
-    await client.connect()
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(*CONNECTION_FAILED):
-            await client.disconnect()
 
 
 @pytest.fixture
@@ -262,3 +252,104 @@ async def test_reboot_and_disconnect_cut_connections(
             await node(opened, listening, "PumpSkid.Counter").read_value()
     async with connected(listening["endpoint"]) as opened:
         assert await node(opened, listening, "PumpSkid.Counter").read_value() >= 0
+
+
+# -- monitored items: filters checked per item, deadbands as the spec has them -------------
+
+SETPOINT = "PumpSkid.Motor.SpeedSetpoint"  # AnalogItem, EURange 0..1800 rpm
+
+
+def item(listening: dict[str, Any], path: str, handle: int,
+         deadband_type: int = ua.DeadbandType.None_, deadband: float = 0.0,
+         attribute: int = AttributeIds.Value) -> ua.MonitoredItemCreateRequest:
+    """A Value item of ``path`` with a DataChangeFilter when ``deadband_type`` is set."""
+    params = ua.MonitoringParameters(ClientHandle=ua.UInt32(handle), QueueSize=ua.UInt32(10))
+    if deadband_type != ua.DeadbandType.None_:
+        params.Filter = ua.DataChangeFilter(
+            Trigger=ua.DataChangeTrigger.StatusValue, DeadbandType=ua.UInt32(deadband_type),
+            DeadbandValue=ua.Double(deadband))
+    node_id = ua.NodeId.from_string(f"ns={listening['namespace_index']};s={path}")
+    return ua.MonitoredItemCreateRequest(
+        ItemToMonitor=ua.ReadValueId(NodeId=node_id, AttributeId=ua.UInt32(attribute)),
+        MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=params)
+
+
+class Recorder:
+    """Subscription handler keeping each client handle's values, in order."""
+
+    def __init__(self) -> None:
+        self.values: dict[int, list[Any]] = {}
+        self.changed = asyncio.Event()
+
+    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
+        handle = int(data.monitored_item.ClientHandle)
+        self.values.setdefault(handle, []).append(val)
+        self.changed.set()
+
+    async def until(self, check: Callable[[], bool]) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not check():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def until_seen(self, handle: int, value: Any) -> None:
+        await self.until(lambda: value in self.values.get(handle, []))
+
+
+async def test_a_wrong_filter_refuses_only_its_item(
+    listening: dict[str, Any], client: Client
+) -> None:
+    """Each wrong filter answers its own Bad status; the good items are created and report."""
+    recorder = Recorder()
+    subscription = await client.create_subscription(50, recorder)
+    results = await subscription.create_monitored_items([
+        item(listening, "PumpSkid.Counter", 1, ua.DeadbandType.Percent, 5.0),  # no EURange
+        item(listening, "PumpSkid.Motor.Running", 2, ua.DeadbandType.Absolute, 1.0),  # Boolean
+        item(listening, "PumpSkid.Motor.Speed", 3, ua.DeadbandType.Percent, 150.0),  # > 100 %
+        item(listening, "PumpSkid.Motor.Speed", 4, ua.DeadbandType.Absolute, -1.0),
+        item(listening, "PumpSkid.Motor.Speed", 5, ua.DeadbandType.Absolute, 1.0,
+             attribute=AttributeIds.DisplayName),
+        item(listening, "PumpSkid.Motor.Temperature", 6, ua.DeadbandType.Percent, 1.0),
+        item(listening, "PumpSkid.Counter", 7),
+        item(listening, "PumpSkid.NoSuchNode", 8, ua.DeadbandType.Absolute, 1.0),
+    ])
+    statuses = [r.value if isinstance(r, ua.StatusCode) else "created" for r in results]
+    assert statuses == [
+        StatusCodes.BadDeadbandFilterInvalid, StatusCodes.BadFilterNotAllowed,
+        StatusCodes.BadDeadbandFilterInvalid, StatusCodes.BadDeadbandFilterInvalid,
+        StatusCodes.BadFilterNotAllowed, "created", "created", StatusCodes.BadNodeIdUnknown]
+    await recorder.until(lambda: 6 in recorder.values)  # its initial value
+    counter = await node(client, listening, "PumpSkid.Counter").read_value()
+    await recorder.until_seen(7, counter + 3)  # the good items keep reporting
+    assert set(recorder.values) == {6, 7}
+    await subscription.delete()
+
+
+async def test_percent_deadband_compares_with_the_last_reported_value(
+    sim: Sim, listening: dict[str, Any], client: Client
+) -> None:
+    """2 % of 0..1800 rpm is 36 rpm: steps of 20 pass only once they add up beyond it."""
+    recorder = Recorder()
+    subscription = await client.create_subscription(50, recorder)
+    created = await subscription.create_monitored_items([
+        item(listening, SETPOINT, 1, ua.DeadbandType.Percent, 2.0), item(listening, SETPOINT, 2)])
+    assert all(isinstance(mid, int) for mid in created)
+    target = f"ns={listening['namespace_index']};s={SETPOINT}"
+    for rpm in (1000.0, 1020.0, 1040.0, 1050.0, 1300.0):
+        assert sim.write("test", target, "speed_setpoint_rpm", rpm).accepted
+        await recorder.until_seen(2, rpm)  # the unfiltered item has seen it: so has the other
+    await recorder.until_seen(1, 1300.0)
+    first = recorder.values[2][0]
+    assert recorder.values[2] == [first, 1000.0, 1020.0, 1040.0, 1050.0, 1300.0]
+    assert recorder.values[1] == [first, 1000.0, 1040.0, 1300.0]  # 1040 is 40 from 1000
+    await subscription.delete()
+
+
+def test_deadband_comparison_of_numbers_arrays_and_nan() -> None:
+    """Numbers by distance, arrays element-wise or by length, NaN on entering or leaving."""
+    assert beyond(1.0, 1.6, 0.5) and not beyond(1.0, 1.5, 0.5)
+    assert beyond([1.0, 2.0], [1.0, 2.6], 0.5) and not beyond([1.0, 2.0], [1.4, 1.6], 0.5)
+    assert beyond([1.0], [1.0, 1.0], 0.5) and beyond(1.0, [1.0], 0.5)
+    assert beyond(1.0, math.nan, 0.5) and beyond(math.nan, 1.0, 0.5)
+    assert not beyond(math.nan, math.nan, 0.5)
+    assert beyond(True, False, 5.0) and not beyond("a", "a", 0.0)

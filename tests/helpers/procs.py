@@ -144,23 +144,25 @@ class Broker(_Child):
 
 
 class PlcSim(_Child):
-    """firmware-sim's Modbus pump skid as a subprocess."""
+    """firmware-sim's pump skid as a subprocess: its Modbus face, or ``face`` with ``options``."""
 
-    def __init__(self, port: int = 0, *args: str) -> None:
+    def __init__(self, port: int = 0, face: str = "modbus", *options: str) -> None:
         self.port = port
-        self.args = args  # more `plcsim modbus` options, e.g. ("--tick", "0.2")
+        self.face = face
+        self.options = options
         self.proc: subprocess.Popen[str] | None = None
+        self.listening: dict[str, Any] = {}  # its listening line
 
     def start(self) -> None:
         """Start it (on ``port``, or an ephemeral one it reports) and wait until it listens."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "plcsim", "modbus", "--host", LOOPBACK, "--port",
-             str(self.port), *self.args],
+            [sys.executable, "-m", "plcsim", self.face, "--host", LOOPBACK, "--port",
+             str(self.port), *self.options],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         assert self.proc.stdout is not None
-        line = read_json_line(self.proc.stdout, 10.0)
-        self.port = int(line["port"])
+        self.listening = read_json_line(self.proc.stdout, 10.0)
+        self.port = int(self.listening.get("port", self.port))
 
 
 def child_env(**extra: str) -> dict[str, str]:

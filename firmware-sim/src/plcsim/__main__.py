@@ -4,7 +4,9 @@ Faces (each prints ONE JSON line on stdout once it serves, then runs until SIGTE
 
     plcsim modbus --port 5020            Modbus TCP (units 1 and 2)
     plcsim rtu                           Modbus RTU on a pty it creates; prints the device
-    plcsim opcua --port 4840             OPC UA server
+    plcsim opcua --port 4840             OPC UA server (security None, anonymous)
+    plcsim opcua --security Basic256Sha256 --trust gw.der --users-file users.txt
+                                         ... secured: signed/encrypted, trusted clients, login
     plcsim line                          an ASCII weighing scale on a pty
     plcsim serve --modbus 5020 --opcua 4840 --rtu --line    several faces, one plant
 
@@ -29,9 +31,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plcsim.sim import DEFAULT_TICK_S, Face, Sim
+
+if TYPE_CHECKING:
+    from plcsim.opcua_security import ServerSecurity
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69  # sysexits.h: a port cannot be bound, or no simulator answers
@@ -56,6 +61,51 @@ def _add_sim_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", type=Path, help="a scenario file to play from the start")
     parser.add_argument("--units", type=_unit_ids, default=(1, 2),
                         help="Modbus unit ids to answer, comma separated (default 1,2)")
+
+
+def _add_opcua_security_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("OPC UA security (default: security None, anonymous)")
+    group.add_argument("--security", action="append", default=[],
+                       metavar="SPEC",
+                       help="offer an endpoint: None, POLICY (Sign and SignAndEncrypt) or "
+                            "POLICY:MODE; POLICY is Basic256Sha256, Aes128_Sha256_RsaOaep or "
+                            "Aes256_Sha256_RsaPss; repeat for more")
+    group.add_argument("--certificate", type=Path,
+                       help="server certificate, DER or PEM (default: a fresh self-signed one)")
+    group.add_argument("--private-key", type=Path, help="its unencrypted key, PEM or DER")
+    group.add_argument("--trust", type=Path, action="append", default=[], metavar="PATH",
+                       help="let in only clients with this certificate (a file, or a "
+                            "directory of .der/.pem files); repeatable")
+    group.add_argument("--user", action="append", default=[],
+                       metavar="NAME:PASSWORD",
+                       help="require a username login; repeatable (anonymous is refused)")
+    group.add_argument("--users-file", type=Path, action="append", default=[],
+                       metavar="FILE", help="NAME:PASSWORD per line, as --user")
+
+
+def _opcua_security(args: argparse.Namespace) -> ServerSecurity:
+    """The ServerSecurity of the command line.
+
+    Raises:
+        ValueError: it does not hold together, or a users file cannot be read.
+    """
+    from plcsim.opcua_security import NONE, ServerSecurity, parse_security, parse_users
+
+    specs = [parse_security(spec) for spec in args.security]
+    endpoints = tuple(dict.fromkeys(e for spec in specs for e in spec)) or (NONE,)
+    logins = [parse_users(user, "--user") for user in args.user]
+    for path in args.users_file:
+        try:
+            logins.append(parse_users(path.read_text(encoding="utf-8"), str(path)))
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"--users-file: {err}") from None
+    users: dict[str, str] = {}
+    for more in logins:
+        twice = users.keys() & more.keys()
+        if twice:
+            raise ValueError(f"user {sorted(twice)[0]!r} given twice")
+        users.update(more)
+    return ServerSecurity(endpoints, args.certificate, args.private_key, tuple(args.trust), users)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate", type=float, default=2.0)
     serve.add_argument("--pace", action="store_true",
                        help="RTU: deliver bytes at the baud rate, as a real line would")
+    for face in (opcua, serve):
+        _add_opcua_security_options(face)
     for face in (modbus, rtu, opcua, line, serve):
         _add_sim_options(face)
 
@@ -132,7 +184,7 @@ def _faces(args: argparse.Namespace, sim: Sim) -> list[Face]:
         from plcsim.opcua_face import OpcuaFace
 
         port = args.port if command == "opcua" else args.opcua
-        wanted.append(OpcuaFace(sim, host=args.host, port=port))
+        wanted.append(OpcuaFace(sim, host=args.host, port=port, security=_opcua_security(args)))
     if command == "line" or (command == "serve" and args.line):
         from plcsim.line_device import LineDevice
 
@@ -176,6 +228,9 @@ async def _serve(args: argparse.Namespace) -> int:
             except OSError as err:
                 print(f"plcsim {face.name}: {err}", file=sys.stderr)
                 return EX_UNAVAILABLE
+            except ValueError as err:  # a file that holds no certificate or key
+                print(f"plcsim {face.name}: {err}", file=sys.stderr)
+                return EX_USAGE
             started.append(face)
         url = await control.start()
         if scenario is not None:

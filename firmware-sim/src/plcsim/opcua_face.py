@@ -2,7 +2,11 @@
 
 ``OpcuaFace(sim, host="127.0.0.1", port=0, namespace="urn:edgetwin:plcsim")``; ``start()``
 returns ``{"protocol": "opcua", "endpoint": "opc.tcp://127.0.0.1:<port>/plcsim",
-"namespace": <uri>, "namespace_index": <n>}``. Security: None only, anonymous login.
+"namespace": <uri>, "namespace_index": <n>}``, plus ``"security"``, ``"server_certificate"``
+(a DER file), ``"trusted"`` and ``"login"`` when ``security`` (a ``ServerSecurity``, see
+``opcua_security``) asks for more than the default: security None, anonymous login.
+Monitored items follow the spec where asyncua's server does not (``opcua_monitoring``):
+filters are checked per item, percent deadbands work on the AnalogItems below.
 
 Nodes, all with string NodeIds ``ns=<n>;s=PumpSkid.<path>`` (e.g.
 ``ns=2;s=PumpSkid.Motor.SpeedSetpoint``; ``<n>`` is ``namespace_index``)::
@@ -59,10 +63,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from asyncua import ua
@@ -74,7 +81,9 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
+from plcsim import opcua_monitoring, opcua_security
 from plcsim.faults import Fault
+from plcsim.opcua_security import ServerSecurity
 from plcsim.plant import MAX_SPEED_RPM
 from plcsim.sim import Sim
 
@@ -232,12 +241,17 @@ class OpcuaFace:
     name = FACE
 
     def __init__(self, sim: Sim, host: str = "127.0.0.1", port: int = 0,
-                 namespace: str = "urn:edgetwin:plcsim") -> None:
+                 namespace: str = "urn:edgetwin:plcsim",
+                 security: ServerSecurity | None = None) -> None:
         self.sim = sim
         self.host = host
         self.port = port
         self.namespace = namespace
         self.namespace_index = 0
+        self.security = security or ServerSecurity()
+        self.server_certificate: Path | None = None  # DER or PEM; set by start() when secured
+        self._generated: tuple[bytes, bytes] | None = None  # made once: a restart keeps it
+        self._scratch: Path | None = None  # where a generated certificate is published
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._points = {p.node_path: p for p in POINTS}
@@ -271,12 +285,14 @@ class OpcuaFace:
         if self.port == 0:
             self.port = _free_port(self.host)
         server = Server()
+        opcua_monitoring.install(server.iserver, self._eu_range)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("plcsim pump skid")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        server.set_identity_tokens([ua.AnonymousIdentityToken])
         self.namespace_index = await server.register_namespace(self.namespace)
+        if self.security.secured and self.security.certificate is None:
+            self._generated = self._generated or opcua_security.self_signed(self.host)
+        certificate = await opcua_security.install(server, self.security, self._generated)
         await self._build(server)
         iserver = server.iserver
         iserver.attribute_service = _PlcAttributeService(
@@ -285,14 +301,20 @@ class OpcuaFace:
         server.subscribe_server_callback(CallbackType.PreWrite, self._delay)
         await server.start()
         self._server = server
+        if certificate is not None:
+            self.server_certificate = self.security.certificate or self._publish(certificate)
         self._max_connections = iserver.max_connections
         self.sim.on_reboot(self._on_reboot)
         self.sim.on_disconnect(self._on_disconnect)
         self.sim.faults.listeners.append(self._on_fault)
         await self._refresh()
         self._task = asyncio.create_task(self._serve(), name="plcsim.opcua.refresh")
-        return {"protocol": "opcua", "endpoint": self.endpoint, "namespace": self.namespace,
-                "namespace_index": self.namespace_index}
+        listening: dict[str, Any] = {
+            "protocol": "opcua", "endpoint": self.endpoint, "namespace": self.namespace,
+            "namespace_index": self.namespace_index, **self.security.describe()}
+        if self.server_certificate is not None:
+            listening["server_certificate"] = str(self.server_certificate)
+        return listening
 
     async def stop(self) -> None:
         """Stop refreshing, close every connection and the listener."""
@@ -314,6 +336,28 @@ class OpcuaFace:
             await server.stop()
         self._frozen.clear()
         self._refusing = False
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _publish(self, certificate: bytes) -> Path:
+        """Write a generated certificate where clients can pin it.
+
+        The same path after a restart (``stop`` removes the file, ``start`` writes it again).
+        """
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="plcsim-opcua-"))
+        else:
+            self._scratch.mkdir(mode=0o700, exist_ok=True)
+        path = self._scratch / "server-cert.der"
+        path.write_bytes(certificate)
+        return path
+
+    def _eu_range(self, node_id: ua.NodeId) -> tuple[float, float] | None:
+        """The EURange of one of our AnalogItems (for percent deadbands)."""
+        if node_id.NamespaceIndex != self.namespace_index:
+            return None
+        point = self._points.get(str(node_id.Identifier))
+        return point.eu_range if point is not None else None
 
     # -- address space -----------------------------------------------------------------------
 

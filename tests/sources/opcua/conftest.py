@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -47,13 +47,21 @@ async def face(sim: Sim) -> AsyncIterator[OpcuaFace]:
     await opcua.stop()
 
 
-def make_config(face: OpcuaFace, points: list[dict[str, Any]], **source: Any) -> OpcuaConfig:
-    """A source config for ``face``; node paths ``PumpSkid.X`` get the face's namespace."""
+def make_config(face: OpcuaFace | Mapping[str, Any], points: list[dict[str, Any]],
+                **source: Any) -> OpcuaConfig:
+    """A source config for ``face``; node paths ``PumpSkid.X`` get the face's namespace.
+
+    ``face`` is an in-process face or the listening line of a plcsim process.
+    """
+    if isinstance(face, OpcuaFace):
+        endpoint, namespace_index = face.endpoint, face.namespace_index
+    else:
+        endpoint, namespace_index = face["endpoint"], face["namespace_index"]
     for point in points:
         if not point["node"].startswith(("ns=", "nsu=", "i=", "s=")):
-            point["node"] = f"ns={face.namespace_index};s={point['node']}"
+            point["node"] = f"ns={namespace_index};s={point['node']}"
     raw: dict[str, Any] = {
-        "name": "line-opcua", "type": "opcua", "endpoint": face.endpoint, "timeout": 1.0,
+        "name": "line-opcua", "type": "opcua", "endpoint": endpoint, "timeout": 1.0,
         "subscription": {"publishing_interval": 0.1, "watchdog_interval": 0.3,
                          "keepalive_interval": 0.5},
         "points": points,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,27 +60,66 @@ async def test_subscribed_values_arrive_in_good_batches(
     assert len(health.cycles) == len(batches.batches)
 
 
-async def test_absolute_deadband_suppresses_small_changes(
-    sim: Sim, face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
+def seen(batches: BatchRecorder, point: str, value: float) -> Callable[[object], bool]:
+    """A batch check: ``point`` has reported ``value`` (in any batch so far)."""
+    return lambda _: any(s.value == value for s in batches.samples(point))
+
+
+@pytest.mark.parametrize("deadband", [
+    {"deadband_type": "absolute", "deadband": 36},
+    {"deadband_type": "percent", "deadband_percent": 2},  # of EURange 0..1800 rpm: 36 rpm
+], ids=["absolute", "percent"])
+async def test_deadband_passes_large_changes_only(
+    sim: Sim, face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth,
+    deadband: dict[str, Any],
 ) -> None:
-    """A server-side absolute deadband of 100 rpm passes big setpoint steps, not small ones."""
+    """A server-side deadband of 36 rpm, beside an item without one on the same node."""
+    raw = "pump1/speed_setpoint_raw"
     points: list[dict[str, Any]] = [
-        {"id": SETPOINT, "node": "PumpSkid.Motor.SpeedSetpoint", "deadband": 100,
-         "deadband_type": "absolute", "sampling_interval": 0.05, "queue_size": 1},
-        {"id": COUNTER, "node": "PumpSkid.Counter"},  # keeps notifications coming
+        {"id": SETPOINT, "node": "PumpSkid.Motor.SpeedSetpoint", **deadband},
+        {"id": raw, "node": "PumpSkid.Motor.SpeedSetpoint"},
     ]
     source = OpcuaSource(make_config(face, points))
     target = face.node_id("PumpSkid.Motor.SpeedSetpoint").to_string()
+    steps = (1000.0, 1020.0, 1040.0, 1050.0, 1300.0)
     async with running(source, batches, health):
-        await batches.wait_for(lambda _: len(batches.samples(SETPOINT)) == 1)
-        for rpm in (1000.0, 1050.0, 1080.0, 1300.0):
+        await batches.wait_for(lambda b: {s.point for s in b} == {SETPOINT, raw})
+        for rpm in steps:
             assert sim.write("test", target, "speed_setpoint_rpm", rpm).accepted
-            await asyncio.sleep(0.4)  # several publishing intervals (0.1 s)
-        await batches.wait_for(lambda _: any(
-            s.value == 1300.0 for s in batches.samples(SETPOINT)))
-    values = [s.value for s in batches.samples(SETPOINT)]
-    # 1050 and 1080 stay within 100 rpm of the last reported 1000 (and of each other)
-    assert values[1:] == [1000.0, 1300.0]
+            await batches.wait_for(seen(batches, raw, rpm))  # so the banded item saw it too
+        await batches.wait_for(seen(batches, SETPOINT, 1300.0))
+    assert [s.value for s in batches.samples(raw)][1:] == list(steps)
+    # 1020 and 1050 stay within 36 rpm of the value last reported (1000, then 1040)
+    assert [s.value for s in batches.samples(SETPOINT)][1:] == [1000.0, 1040.0, 1300.0]
+    assert health.of("point_error") == []
+
+
+async def test_refused_monitored_item_is_polled_the_others_keep_updating(
+    face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
+) -> None:
+    """The server refuses one item (percent deadband, no EURange): only that point is polled."""
+    captures = "pump1/vib_de_captures"
+    points: list[dict[str, Any]] = [
+        {"id": captures, "node": "PumpSkid.VibrationDE.CaptureCounter",
+         "deadband_type": "percent", "deadband_percent": 5},
+        *skid_points(),
+    ]
+    source = OpcuaSource(make_config(face, points, poll_interval=0.2))
+    async with running(source, batches, health):
+        await health.wait_for("point_error")
+        index = len(batches.batches)
+        await batches.wait_for(lambda _: len(batches.samples(captures)) >= 3)
+        await batches.wait_for(lambda _: len(batches.samples(COUNTER, after=index)) >= 5)
+    (error,) = health.of("point_error")
+    assert (error.point, error.error_code) == (captures, "monitored_item_refused")
+    assert error.error == (
+        f"opcua source 'line-opcua' ({face.endpoint}): point '{captures}': node "
+        f"'ns={face.namespace_index};s=PumpSkid.VibrationDE.CaptureCounter': monitored item "
+        "refused: BadDeadbandFilterInvalid (0x808E0000); polling it")
+    polled = [b for b in batches.batches if any(s.point == captures for s in b)]
+    assert all([s.point for s in b] == [captures] for b in polled)  # its own Read
+    assert all(s.quality is Quality.GOOD for b in batches.batches for s in b)
+    assert health.of("down") == []
 
 
 async def test_poll_mode_point_is_read_on_its_interval(
@@ -262,28 +302,6 @@ async def test_missing_password_file_is_reported_and_retried(
     assert downs[0].error.startswith(
         f"opcua source 'line-opcua' ({face.endpoint}): cannot read password_file '{missing}'")
     assert len([b for b in batches.batches if all(s.quality is Quality.BAD for s in b)]) == 1
-
-
-async def test_password_file_read_at_connect_time(
-    face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth, tmp_path: Path
-) -> None:
-    """Once the password file appears, the next attempt logs in and values flow.
-
-    plcsim's face accepts anonymous logins only, so the server refuses the user token;
-    the point is that the file is read on each attempt and the refusal is a retried
-    connect failure, not a crash.
-    """
-    secret = tmp_path / "opcua.password"
-    config = make_config(face, skid_points(), username="gateway", password_file=str(secret))
-    source = OpcuaSource(config, reconnect_initial_s=0.05, reconnect_max_s=0.1)
-    async with running(source, batches, health):
-        await health.wait_for("down")
-        secret.write_text("s3cret\n")
-        await health.wait_for(
-            "down", count=len(health.of("down")) + 2)
-    codes = [d.error_code for d in health.of("down")]
-    assert codes[0] == "password_file"
-    assert "connect_failed" in codes[1:]
 
 
 async def test_array_node_arrives_as_numpy_array(

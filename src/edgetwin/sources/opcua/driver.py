@@ -22,7 +22,10 @@ How it behaves (README.md has the operator's view):
   after that reports ``health.up``.
 - Security (policy other than None): certificate, key and optional server pin are read at
   every connect and handed to asyncua's ``set_security``; the application URI comes from
-  the certificate. There is no fallback to an unsecured channel.
+  the certificate. There is no fallback to an unsecured channel. A server refusing the
+  session over the certificate or the login is ``certificate_rejected`` or
+  ``login_rejected``, with what to fix; retrying alone will not cure it, but a fixed trust
+  list or password file is picked up by the next attempt.
 - ``write`` coerces the value to the node's cached DataType without loss, writes, reads
   back, and returns a ``WriteOutcome``; device trouble never raises.
 
@@ -48,6 +51,7 @@ from asyncua.client.client import Client
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
@@ -87,6 +91,20 @@ _POLICIES: dict[SecurityPolicy, type[security_policies.SecurityPolicy]] = {
     SecurityPolicy.AES128_SHA256_RSAOAEP: security_policies.SecurityPolicyAes128Sha256RsaOaep,
     SecurityPolicy.AES256_SHA256_RSAPSS: security_policies.SecurityPolicyAes256Sha256RsaPss,
 }
+# Refusals of CreateSession/ActivateSession that retrying cannot cure: someone has to act.
+_CERTIFICATE_REFUSALS = frozenset({
+    StatusCodes.BadCertificateUntrusted, StatusCodes.BadCertificateInvalid,
+    StatusCodes.BadCertificateTimeInvalid, StatusCodes.BadCertificateIssuerTimeInvalid,
+    StatusCodes.BadCertificateUriInvalid, StatusCodes.BadCertificateUseNotAllowed,
+    StatusCodes.BadCertificateIssuerUseNotAllowed, StatusCodes.BadCertificateRevoked,
+    StatusCodes.BadCertificateIssuerRevoked, StatusCodes.BadCertificateRevocationUnknown,
+    StatusCodes.BadCertificateIssuerRevocationUnknown, StatusCodes.BadCertificateHostNameInvalid,
+    StatusCodes.BadSecurityChecksFailed,
+})
+_LOGIN_REFUSALS = frozenset({
+    StatusCodes.BadUserAccessDenied, StatusCodes.BadIdentityTokenInvalid,
+    StatusCodes.BadIdentityTokenRejected, StatusCodes.BadUserSignatureInvalid,
+})
 _MODES = {
     SecurityMode.SIGN: ua.MessageSecurityMode.Sign,
     SecurityMode.SIGN_AND_ENCRYPT: ua.MessageSecurityMode.SignAndEncrypt,
@@ -685,6 +703,9 @@ class OpcuaSource:
             try:
                 async with asyncio.timeout(self.config.timeout):
                     await client.connect()
+            except UaStatusCodeError as err:
+                raise_if_cancelling()
+                return self._refused(err)
             except LINK_ERRORS as err:
                 raise_if_cancelling()
                 return _LinkLost("connect_failed", SourceUnavailable(
@@ -756,6 +777,24 @@ class OpcuaSource:
                 f"{self.where}: no {security.policy.value}/{security.mode.value} endpoint "
                 f"available: {describe(err)}"
             )) from err
+
+    def _refused(self, err: UaStatusCodeError) -> _LinkLost:
+        """Why the server answered connect with a Bad status, and what would cure it."""
+        code = int(err.code)
+        refusal = f"{self.where}: the server refused the session: {status_text(code)}"
+        if code in _CERTIFICATE_REFUSALS:
+            cert = self.config.security.certificate
+            return _LinkLost("certificate_rejected", SourceUnavailable(
+                f"{refusal}; it does not accept the gateway's certificate "
+                f"{str(cert)!r}: trust it on the server" if cert is not None
+                else f"{refusal}; it does not accept the gateway's certificate"
+            ))
+        if code in _LOGIN_REFUSALS:
+            hint = (f"check username {self.config.username!r} and password_file"
+                    if self.config.username is not None
+                    else "it refuses anonymous login: set username and password_file")
+            return _LinkLost("login_rejected", SourceUnavailable(f"{refusal}; {hint}"))
+        return _LinkLost("connect_failed", SourceUnavailable(refusal))
 
     def _password(self) -> str | None:
         """The password, read from ``password_file`` now (so a rotated file is picked up)."""
