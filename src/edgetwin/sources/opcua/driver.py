@@ -505,12 +505,15 @@ class _Session:
                 )
             except LINK_ERRORS as err:
                 raise_if_cancelling()
+                self.health.request("timeout" if isinstance(err, TimeoutError) else "error",
+                                    loop.time() - started_s)
                 self.lose("read_failed", SourceUnavailable(
                     f"{self.where}: read of {len(points)} polled points failed: "
                     f"{describe(err)}"
                 ))
                 return
             raise_if_cancelling()  # asyncua's wait_for may have swallowed a cancellation
+            self.health.request("ok", loop.time() - started_s)
             batch = [
                 self.source._to_sample(r.point.id, dv, self.health)
                 for r, dv in zip(points, results, strict=True)
