@@ -1,5 +1,6 @@
-"""The JSON twin scheme: the encoder and the inbound decoder."""
+"""The JSON twin scheme: the encoder, the inbound decoder and pending desired values."""
 
+from edgetwin.sync.jsontwin.desired import DesiredState, PendingDesired, same_value
 from edgetwin.sync.jsontwin.encoder import JsonTwinEncoder
 from edgetwin.sync.jsontwin.inbound import (
     MAX_DESIRED_POINTS,
@@ -14,8 +15,11 @@ __all__ = [
     "MAX_DESIRED_POINTS",
     "MAX_PAYLOAD_BYTES",
     "Decoded",
+    "DesiredState",
     "JsonTwinDecoder",
     "JsonTwinEncoder",
+    "PendingDesired",
     "RejectCode",
     "Rejection",
+    "same_value",
 ]
