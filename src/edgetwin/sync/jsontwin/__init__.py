@@ -1,4 +1,4 @@
-"""The JSON twin scheme: the encoder, the inbound decoder and pending desired values."""
+"""The JSON twin scheme: the encoder, the inbound decoder, pending desired values, results."""
 
 from edgetwin.sync.jsontwin.desired import DesiredState, PendingDesired, same_value
 from edgetwin.sync.jsontwin.encoder import JsonTwinEncoder
@@ -10,6 +10,7 @@ from edgetwin.sync.jsontwin.inbound import (
     RejectCode,
     Rejection,
 )
+from edgetwin.sync.jsontwin.result import command_result, rejection_result
 
 __all__ = [
     "MAX_DESIRED_POINTS",
@@ -21,5 +22,7 @@ __all__ = [
     "PendingDesired",
     "RejectCode",
     "Rejection",
+    "command_result",
+    "rejection_result",
     "same_value",
 ]
