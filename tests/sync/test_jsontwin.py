@@ -30,7 +30,7 @@ def test_snapshot_is_retained_with_point_versions() -> None:
     doc = json.loads(msg.payload)
     assert doc == {"v": 8, "ts": 9, "state": {
         "a": {"v": 1, "ts": 5, "q": "GOOD", "ver": 3},
-        "b": {"v": None, "ts": 9, "q": "BAD", "ver": 8}}}
+        "b": {"v": None, "ts": 9, "q": "BAD", "ver": 8}}, "desired": {}, "delta": {}}
 
 
 def test_status_online_and_offline_are_retained() -> None:

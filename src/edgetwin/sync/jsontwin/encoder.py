@@ -6,7 +6,9 @@ Topics under ``<prefix>/<gateway>``:
   with ``"hist": true`` added when the delta is a replay of the backlog after an outage;
 - ``alarms``, ``cmd/result``, ``audit``: records, QoS 1: ``{"seq": n, "ts": ms, "asset": a,
   ...body}`` (and ``"hist": true`` on a replay);
-- ``<asset>/twin``: retained full snapshot, QoS 1, with each point's version as ``"ver"``
+- ``<asset>/twin``: retained full snapshot, QoS 1, with each point's version as ``"ver"``,
+  the pending desired values ``"desired": {point: {"v": value, "ts": ms, "id": command id}}``
+  and ``"delta"``: the desired values the device does not report (yet) (FACTS §2.3);
 - ``status``: retained ``{"online": bool, "ts": ms}``; the offline form is the last will.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgetwin.core.types import Delta, OutboxEntry, PointState, Record, RecordKind
+from edgetwin.sync.jsontwin.desired import PendingDesired, same_value
 from edgetwin.sync.message import MqttMessage
 
 _RECORD_TOPICS = {
@@ -78,13 +81,38 @@ class JsonTwinEncoder:
         return MqttMessage(f"{self.base}/{_RECORD_TOPICS[record.kind]}", _dumps(doc).encode(),
                            qos=1)
 
-    def snapshot(self, asset: str, version: int, state: Mapping[str, PointState]) -> MqttMessage:
-        """The asset's full twin, retained, so a new consumer starts from the whole state."""
+    def snapshot(
+        self,
+        asset: str,
+        version: int,
+        state: Mapping[str, PointState],
+        desired: Mapping[str, PendingDesired] | None = None,
+    ) -> MqttMessage:
+        """The asset's full twin, retained, so a new consumer starts from the whole state.
+
+        Args:
+            asset: the asset.
+            version: the asset twin's version.
+            state: point name -> reported state.
+            desired: point name -> pending desired value (``DesiredState.pending(asset)``).
+        """
+        desired = desired or {}
         points = {}
         for name, s in sorted(state.items()):
             point = _point(s)
             point["ver"] = s.version
             points[name] = point
-        ts_ms = max((s.ts_ns for s in state.values()), default=0) // 1_000_000
-        doc = {"v": version, "ts": ts_ms, "state": points}
+        ts_ms = max(max((s.ts_ns for s in state.values()), default=0) // 1_000_000,
+                    max((d.ts_ms for d in desired.values()), default=0))
+        # A key missing from reported, or reported BAD (None), is part of the delta (FACTS §2.3).
+        delta = {name: _value(d.value) for name, d in sorted(desired.items())
+                 if name not in state or not same_value(d.value, state[name].value)}
+        doc = {
+            "v": version,
+            "ts": ts_ms,
+            "state": points,
+            "desired": {name: {"v": _value(d.value), "ts": d.ts_ms, "id": d.command_id}
+                        for name, d in sorted(desired.items())},
+            "delta": delta,
+        }
         return MqttMessage(f"{self.base}/{asset}/twin", _dumps(doc).encode(), qos=1, retain=True)
