@@ -13,14 +13,15 @@ from edgetwin.core.types import (
     PointState,
     Sample,
     Value,
+    Verdict,
     WriteOutcome,
 )
 
 Emit = Callable[[Sequence[Sample]], Awaitable[None]]
 """Hands one batch (one poll cycle) downstream. May block when downstream applies backpressure."""
 
-SubmitCommand = Callable[[Command], Awaitable[None]]
-"""Hands a decoded command to the safety policy; its verdict goes out on its own (cmd/result)."""
+SubmitCommand = Callable[[Command], Awaitable[Verdict]]
+"""Hands a decoded command to the safety policy and returns its one verdict (sync answers it)."""
 
 
 class SourceHealth(Protocol):

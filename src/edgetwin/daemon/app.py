@@ -35,8 +35,6 @@ from edgetwin.core.types import (
     Command,
     PointSpec,
     Quality,
-    Record,
-    RecordKind,
     Sample,
     Verdict,
     asset_of,
@@ -322,22 +320,15 @@ class Daemon:
                 alive[asset] = alive.get(asset, False) or up
         return alive
 
-    async def _submit_command(self, command: Command) -> None:
+    async def _submit_command(self, command: Command) -> Verdict:
         """Every command gets one verdict; until the safety policy exists, it is a denial."""
         if not self.config.commands.enabled:
             reason = "writes are disabled on this gateway (commands.enabled is false)"
         else:
             reason = "this version has no safety policy, so no write can be allowed"
-        verdict = Verdict(False, reason)
         log.warning("Command denied", command=command.id, point=command.point,
                     origin=command.origin.value, reason=reason)
-        await self.outbox.put([Record(RecordKind.COMMAND_RESULT, asset_of(command.point),
-                                      time.time_ns(), {
-                                          "id": command.id, "point": command.point,
-                                          "value": command.value,
-                                          "origin": command.origin.value,
-                                          "accepted": verdict.accepted, "reason": verdict.reason,
-                                      })])
+        return Verdict(False, reason)
 
     def _healthy(self) -> bool:
         """For the watchdog: housekeeping ran recently, and sync and the outbox are alive."""
@@ -389,11 +380,12 @@ class Daemon:
         started = [s for s in new.sources if s.name not in self._sources]
         for source in started:
             self._start_source(source)
-        if new.sync != old.sync:
+        # Births and the command decoder list every point: a new point set restarts sync.
+        sync_changed = new.sync != old.sync or set(new.points()) != set(old.points())
+        if sync_changed:
             await self._restart_sync(new)
         log.info("Configuration applied", restarted_sources=sorted(changed),
-                 started_sources=sorted(s.name for s in started),
-                 sync_restarted=new.sync != old.sync)
+                 started_sources=sorted(s.name for s in started), sync_restarted=sync_changed)
 
     # -- status ----------------------------------------------------------------------------
 

@@ -36,8 +36,25 @@ from edgetwin.config.model import MqttProtocol, Scheme, SyncConfig
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.ports import Outbox, SubmitCommand, TwinView
 from edgetwin.core.tasks import cancel_and_wait, raise_if_cancelling
-from edgetwin.core.types import Command, Delivery, Delta, OutboxEntry, Record, RecordKind
-from edgetwin.sync.jsontwin import JsonTwinEncoder
+from edgetwin.core.types import (
+    Command,
+    CommandOrigin,
+    Delivery,
+    Delta,
+    OutboxEntry,
+    Record,
+    RecordKind,
+    Verdict,
+    asset_of,
+)
+from edgetwin.sync.jsontwin import (
+    DesiredState,
+    JsonTwinDecoder,
+    JsonTwinEncoder,
+    Rejection,
+    command_result,
+    rejection_result,
+)
 from edgetwin.sync.message import MqttMessage
 from edgetwin.sync.sparkplug.host import PrimaryHost
 from edgetwin.sync.sparkplug.node import BadCommand, EdgeNode
@@ -88,12 +105,15 @@ class MqttSession:
         self._client_id = config.mqtt.client_id or gateway_id
         self.encoder = JsonTwinEncoder(config.json_.prefix, gateway_id)
         self._json = Scheme.JSON in config.schemes
+        point_ids = list(points)
+        self.decoder = JsonTwinDecoder(config.json_.prefix, gateway_id, point_ids)
+        self.desired = DesiredState()
         self.node: EdgeNode | None = None
         self.host: PrimaryHost | None = None
         if Scheme.SPARKPLUG in config.schemes:
             if state_dir is None:
                 raise ValueError("the Sparkplug scheme needs a state_dir for its bdSeq")
-            self.node = EdgeNode(group, gateway_id, points, twin, state_dir)
+            self.node = EdgeNode(group, gateway_id, point_ids, twin, state_dir)
             if config.sparkplug.primary_host:
                 self.host = PrimaryHost(config.sparkplug.primary_host)
         self._submit = submit
@@ -103,6 +123,7 @@ class MqttSession:
         self._alive: dict[str, bool] = {}
         self._alive_changed = asyncio.Event()
         self._bad_told: dict[str, tuple[float, int]] = {}  # code -> (window start, count)
+        self._handling: set[asyncio.Task[None]] = set()  # commands awaiting their verdict
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._settled = asyncio.Event()
@@ -147,6 +168,15 @@ class MqttSession:
 
         Returns after the death certificates went out (when connected) and the session closed.
         """
+        try:
+            await self._run(stop, drain_s)
+        finally:
+            # Commands still waiting for a verdict outlive a lost link (their answers go to
+            # the outbox), but not the session itself.
+            for task in list(self._handling):
+                await cancel_and_wait(task)
+
+    async def _run(self, stop: asyncio.Event, drain_s: float) -> None:
         backoff = Backoff(initial_s=0.5, max_s=30.0)
         while not stop.is_set():
             try:
@@ -271,6 +301,8 @@ class MqttSession:
             self._host_online.clear()
             self.host.online = False
             topics.append(self.host.topic)
+        if self._json:
+            topics += self.decoder.subscriptions()
         for topic in topics:
             await client.subscribe(topic, qos=1)
         if self._json and self.node is None:
@@ -386,6 +418,8 @@ class MqttSession:
                 await self._on_host_state(payload)
             elif self.node is not None and self.node.is_command_topic(topic):
                 await self._on_sparkplug_command(topic, payload)
+            elif self._json:
+                await self._on_json_command(topic, payload, bool(message.retain))
 
     async def _on_host_state(self, payload: bytes) -> None:
         assert self.host is not None
@@ -412,21 +446,50 @@ class MqttSession:
         if inbound.rebirth:
             self._rebirth.set()
         for command in inbound.commands:
-            await self._route(command)
+            self._route(command)
 
-    async def _route(self, command: Command) -> None:
-        self._commands.labels(command.origin.value).inc()
-        if self._submit is None:
-            log.warning("Command dropped: this gateway has no command path",
-                        command=command.id, point=command.point, origin=command.origin.value)
+    async def _on_json_command(self, topic: str, payload: bytes, retained: bool) -> None:
+        decoded = self.decoder.parse(topic, payload, time.time_ns(), retained=retained)
+        if isinstance(decoded, Rejection):
+            if await self._bad_input(decoded.code.value, topic, decoded.message):
+                await self._outbox.put([rejection_result(decoded, time.time_ns())])
             return
-        await self._submit(command)
+        changed = {asset_of(p) for p in decoded.clears if self.desired.withdraw(p)}
+        for command in decoded.commands:
+            if command.origin is CommandOrigin.JSON_DESIRED:
+                self.desired.want(command)
+                changed.add(asset_of(command.point))
+            self._route(command)
+        self._mark_dirty(changed)
 
-    async def _bad_input(self, code: str, topic: str, err: BaseException | str) -> None:
+    def _route(self, command: Command) -> None:
+        """Hand a command to the policy without holding up the inbound stream."""
+        self._commands.labels(command.origin.value).inc()
+        task = asyncio.get_running_loop().create_task(self._answer(command))
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)
+
+    async def _answer(self, command: Command) -> None:
+        """The one verdict, answered on cmd/result (through the outbox, like all data)."""
+        if self._submit is None:
+            verdict = Verdict(False, "this gateway has no command path")
+        else:
+            verdict = await self._submit(command)
+        if self.desired.verdict(command, verdict):
+            self._mark_dirty({asset_of(command.point)})
+        await self._outbox.put([command_result(command, verdict, time.time_ns())])
+
+    def _mark_dirty(self, assets: set[str]) -> None:
+        if assets and self._json:
+            self._dirty.update(assets)
+            self._dirty_event.set()
+
+    async def _bad_input(self, code: str, topic: str, err: BaseException | str) -> bool:
         """Count every bad inbound message; log and audit each kind a few times a minute.
 
         A flood of garbage must not flood the log or the outbox (audit records are evicted
         last, so unbounded ones would push out data): beyond the budget it is only counted.
+        Returns whether this one was within the budget (and so may be answered).
         """
         now = time.monotonic()
         window, told = self._bad_told.get(code, (now, 0))
@@ -440,6 +503,7 @@ class MqttSession:
             await self._outbox.put([Record(RecordKind.AUDIT, "", time.time_ns(), {
                 "event": "inbound_refused", "code": code, "topic": topic, "detail": str(err),
             })])
+        return tell
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -511,8 +575,11 @@ class MqttSession:
         dirty, self._dirty = self._dirty, set()
         for asset in sorted(dirty):
             state = self._twin.asset_state(asset)
-            if state:
-                message = self.encoder.snapshot(asset, self._twin.asset_version(asset), state)
+            self.desired.reported(asset, state)
+            pending = self.desired.pending(asset)
+            if state or pending:
+                message = self.encoder.snapshot(asset, self._twin.asset_version(asset), state,
+                                                pending)
                 await self._publish(client, message, "twin")
 
     async def _publish(
