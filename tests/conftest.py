@@ -13,6 +13,7 @@ from plcsim import Sim, SimProcess
 from tests.helpers.mounts import mount_tmpfs, unmount
 from tests.helpers.mqtt import Recorder
 from tests.helpers.procs import Broker, PlcSim
+from tests.helpers.tls import PkiPaths, make_pki
 
 
 @pytest.fixture
@@ -76,3 +77,51 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     mount_tmpfs(where, 2048)
     yield where
     unmount(where)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiPaths:
+    """A throwaway PKI (two CAs, a loopback server certificate, client certificates)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path, pki: PkiPaths) -> Iterator[Callable[..., Broker]]:
+    """Start private Mosquitto brokers whose one listener speaks TLS with ``pki``.
+
+    Call it as ``tls_broker(require_certificate=True, users={...})``, or with ``tls=`` for
+    other certificates than ``pki``'s; every broker it started is stopped after the test.
+    """
+    started: list[Broker] = []
+
+    def start(*, require_certificate: bool = False, users: dict[str, str] | None = None,
+              tls: PkiPaths = pki) -> Broker:
+        workdir = tmp_path / f"tls-broker{len(started)}"
+        workdir.mkdir()
+        instance = Broker(workdir, users=users, tls=tls, require_certificate=require_certificate)
+        started.append(instance)
+        instance.start()
+        return instance
+
+    yield start
+    for instance in started:
+        instance.stop(kill=True)
+
+
+@pytest.fixture
+def subscriber(pki: PkiPaths) -> Iterator[Callable[..., Recorder]]:
+    """Recording subscribers on any test broker; all are closed after the test.
+
+    On a TLS broker they connect over TLS, trusting ``pki.ca`` and presenting the trusted
+    client certificate (so they pass ``require_certificate`` too).
+    """
+    made: list[Recorder] = []
+
+    def make(broker: Broker, *topics: str, login: tuple[str, str] | None = None) -> Recorder:
+        tls = pki.client_context() if broker.tls is not None else None
+        made.append(Recorder(broker.port, *topics, tls=tls, login=login))
+        return made[-1]
+
+    yield make
+    for rec in made:
+        rec.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -31,11 +32,14 @@ class Recorder:
     """Subscribes to topics and keeps every message, in arrival order."""
 
     def __init__(self, port: int, *topics: str, host: str = "127.0.0.1",
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, tls: ssl.SSLContext | None = None,
+                 login: tuple[str, str] | None = None) -> None:
         """Subscribe to ``topics``; reconnects on its own after a broker restart.
 
         With ``client_id`` the session is persistent: what is published while this
         subscriber is away (a broker restart) is queued for it and arrives on reconnect.
+        With ``tls`` it connects over TLS with that client context; ``login`` is a broker
+        username and password.
         """
         self.messages: list[Received] = []
         self._cond = threading.Condition()
@@ -45,6 +49,10 @@ class Recorder:
         else:
             self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                                        clean_session=False)
+        if tls is not None:
+            self._client.tls_set_context(tls)
+        if login is not None:
+            self._client.username_pw_set(*login)
         self._client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_args: self._subscribed.set()

@@ -13,7 +13,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.helpers.tls import PkiPaths
 
 LOOPBACK = "127.0.0.1"
 
@@ -81,14 +84,23 @@ class _Child:
 
 
 class Broker(_Child):
-    """A private Mosquitto on a loopback port that tests can stop and start again."""
+    """A private Mosquitto on a loopback port that tests can stop and start again.
+
+    Plain MQTT by default. With ``tls`` the one listener speaks TLS only, with the server
+    certificate of that PKI; ``require_certificate`` makes it refuse clients without a
+    certificate signed by ``tls.ca`` (mutual TLS).
+    """
 
     def __init__(
         self, workdir: Path, port: int | None = None, users: dict[str, str] | None = None,
-        *, persistence: bool = False,
+        *, persistence: bool = False, tls: PkiPaths | None = None,
+        require_certificate: bool = False,
     ) -> None:
+        if require_certificate and tls is None:
+            raise ValueError("require_certificate needs a tls PKI")
         self.port = port or free_port()
         self.workdir = workdir
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = workdir / "mosquitto.conf"
         auth = "allow_anonymous true\n"
@@ -104,8 +116,16 @@ class Broker(_Child):
         # With persistence, a graceful stop keeps sessions and their queued messages.
         keep = (f"persistence true\npersistence_location {workdir}/\n" if persistence
                 else "persistence false\n")
+        listener = ""
+        if tls is not None:
+            # Per-listener TLS (mosquitto.conf(5), "Certificate based SSL/TLS Support").
+            # tls_version is the minimum: TLS 1.2 and 1.3 are both offered, as by default.
+            listener = (f"cafile {tls.ca}\ncertfile {tls.server_cert}\nkeyfile {tls.server_key}\n"
+                        f"require_certificate {str(require_certificate).lower()}\n"
+                        "tls_version tlsv1.2\n")
         self.conf.write_text(
             f"listener {self.port} {LOOPBACK}\n"
+            f"{listener}"
             # Started as root, mosquitto drops to user "mosquitto", which cannot read the
             # test's private temp dir; stay the user we are.
             f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
@@ -125,6 +145,10 @@ class Broker(_Child):
         if found is None:
             raise RuntimeError("mosquitto is not installed; `make test` installs it")
         return found
+
+    def log(self) -> str:
+        """The broker's log so far (errors, warnings and notices such as each connect)."""
+        return (self.workdir / "mosquitto.log").read_text()
 
     def freeze(self) -> None:
         """SIGSTOP: the broker stays connected but answers nothing (a silent link death)."""

@@ -169,16 +169,33 @@ class AnomalyConfig(Model):
 
 
 class TlsConfig(Model):
-    """Broker TLS: a CA, and a client certificate and key for mutual TLS."""
+    """Broker TLS: the CA that signed the broker, and a client certificate and key for mutual TLS.
+
+    Without ``ca`` the system's trust store verifies the broker. The broker's certificate
+    and its name (``mqtt.host``) are always verified; no option turns that off. The files
+    are read at each connect, not here: a missing one fails that attempt, counted and logged.
+    """
 
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
 
+    @field_validator("ca", "cert", "key", mode="before")
+    @classmethod
+    def _not_empty(cls, path: Any) -> Any:
+        # pydantic would read "" as Path("."), the working directory: refuse, don't repair.
+        if isinstance(path, str) and not path.strip():
+            raise ValueError("empty path; omit the setting instead")
+        return path
+
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> TlsConfig:
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("cert and key go together: give both for mutual TLS, or neither")
+        for given, missing in (("cert", "key"), ("key", "cert")):
+            if getattr(self, given) is not None and getattr(self, missing) is None:
+                raise ValueError(
+                    f"{given} is set but {missing} is not: mutual TLS needs both the client"
+                    " certificate (cert) and its private key (key); give both, or neither"
+                )
         return self
 
 

@@ -255,6 +255,13 @@ class MqttSession:
         tls = self._mqtt.tls
         tls_params = None
         if tls is not None:
+            for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+                try:  # ssl's own error names no file ("[Errno 2] No such file or directory")
+                    if path is not None:
+                        path.open("rb").close()
+                except OSError as err:
+                    reason = f"sync.mqtt.tls.{key}: {err.strerror}"
+                    raise type(err)(err.errno, reason, str(path)) from err
             tls_params = aiomqtt.TLSParameters(
                 ca_certs=str(tls.ca) if tls.ca else None,
                 certfile=str(tls.cert) if tls.cert else None,
