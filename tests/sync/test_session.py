@@ -1,14 +1,16 @@
 """The MQTT session against a real Mosquitto: delivery, retained state, outages, drain."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 
 from edgetwin.config.model import BufferConfig, MqttConfig, SyncConfig
 from edgetwin.core.tasks import cancel_and_wait
-from edgetwin.core.types import PointSpec, Quality, Sample
+from edgetwin.core.types import Command, PointSpec, Quality, Sample, Verdict
 from edgetwin.outbox import DurableOutbox
 from edgetwin.sync import MqttSession
 from edgetwin.telemetry import Telemetry
@@ -163,3 +165,56 @@ async def test_password_comes_from_a_file_and_a_wrong_one_is_counted(
         await asyncio.wait_for(task, 5)
     finally:
         broker.stop(kill=True)
+
+
+async def test_desired_values_are_pending_until_the_verdict_and_every_command_is_answered(
+    broker: Broker, make_rig: Callable[[int], Rig], recorder_factory: Callable[..., Recorder]
+) -> None:
+    """desired -> Command -> the policy; pending in the snapshot meanwhile; cmd/result after."""
+    decide = asyncio.Event()
+    seen: list[Command] = []
+
+    async def policy(command: Command) -> Verdict:
+        seen.append(command)
+        await decide.wait()
+        return Verdict(False, "interlock: tank1/level below 10")
+
+    rig = make_rig(broker.port)
+    rig.session = MqttSession(rig.session._config, "gw1", rig.outbox, rig.twin, rig.telemetry,
+                              points=list(SPECS), submit=policy)
+    rec = recorder_factory("edgetwin/v1/gw1/#")
+    task = asyncio.create_task(rig.session.run(rig.stop, drain_s=2.0))
+    await rig.feed(1)
+    await rec.await_for(reported(1))
+    publish_json(broker, "edgetwin/v1/gw1/pump1/desired",
+                 {"id": "c-7", "state": {"p1": 5}, "client_token": "t1"})
+    await until(lambda: len(seen) == 1, what="the command reaches the policy")
+    assert (seen[0].point, seen[0].value, seen[0].id) == ("pump1/p1", 5, "c-7")
+    pending = await rec.await_for(lambda m: m.topic.endswith("/pump1/twin")
+                                  and "p1" in m.json()["desired"])
+    assert pending.json()["desired"]["p1"]["v"] == 5 and "p1" in pending.json()["delta"]
+
+    decide.set()
+    result = await rec.await_for(lambda m: m.topic.endswith("/cmd/result"))
+    assert result.json()["id"] == "c-7" and result.json()["accepted"] is False
+    assert result.json()["client_token"] == "t1"
+    await rec.await_for(lambda m: m.topic.endswith("/pump1/twin") and not m.json()["desired"])
+
+    publish_json(broker, "edgetwin/v1/gw1/cmd", {"id": "c-8", "point": "nowhere/x", "value": 1})
+    refused = await rec.await_for(lambda m: m.topic.endswith("/cmd/result")
+                                  and m.json().get("error_code") == "unknown_point")
+    assert refused.json()["accepted"] is False
+    assert rig.telemetry.errors_count("sync", "unknown_point") == 1
+    rig.stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+def publish_json(broker: Broker, topic: str, doc: object) -> None:
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.publish(topic, json.dumps(doc), qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
