@@ -170,7 +170,7 @@ async def test_password_comes_from_a_file_and_a_wrong_one_is_counted(
 async def test_desired_values_are_pending_until_the_verdict_and_every_command_is_answered(
     broker: Broker, make_rig: Callable[[int], Rig], recorder_factory: Callable[..., Recorder]
 ) -> None:
-    """desired -> Command -> the policy; pending in the snapshot meanwhile; cmd/result after."""
+    """A desired value goes to the policy, stays pending in the snapshot, then is answered."""
     decide = asyncio.Event()
     seen: list[Command] = []
 
