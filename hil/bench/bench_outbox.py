@@ -68,6 +68,7 @@ from edgetwin.twin import TwinStore
 GOAL_POINTS_PER_S = 50_000
 LOOPBACK = "127.0.0.1"
 POOL_CYCLES = 20  # distinct poll cycles in the producer's pool
+LOOP_SATURATED = 0.85  # share of a core above which a single-threaded process is the limit
 
 RAW_SCHEMA = """
 CREATE TABLE outbox (
@@ -100,6 +101,14 @@ def specs_of(pool: list[list[Delta]]) -> dict[str, PointSpec]:
     """The point specs a twin needs for every point in the pool."""
     return {f"{d.asset}/{name}": PointSpec(f"{d.asset}/{name}", "bench")
             for d in pool[0] for name in d.changes}
+
+
+def runqueue_wait_s() -> float:
+    """Seconds the calling thread was ready to run but waited for a CPU (Linux), else 0."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def points_of(batch: list[Delta]) -> int:
@@ -215,6 +224,7 @@ class Rig:
         return {
             "wall": time.perf_counter(), "cpu": usage.ru_utime + usage.ru_stime,
             "loop_cpu": time.thread_time(),  # called on the loop's thread
+            "loop_wait": runqueue_wait_s(),  # ready but other processes had the CPUs
             "broker_cpu": process_cpu_s(broker_pid) or 0.0,
             "enqueued": self.counter("edgetwin_outbox_enqueued_total"),
             "acked": self.counter("edgetwin_outbox_acked_total"),
@@ -242,6 +252,7 @@ def measured(before: dict[str, float], after: dict[str, float], points: int) -> 
         "cpu_ms_per_1000_points": round(d["cpu"] / points * 1e6, 2) if points else None,
         "process_cpu_share": round(d["cpu"] / wall, 2),
         "loop_cpu_share": round(d["loop_cpu"] / wall, 2),
+        "loop_wait_share": round(d["loop_wait"] / wall, 2),
         "broker_cpu_share": round(d["broker_cpu"] / wall, 2),
         "commits_per_s": round(d["commits"] / wall, 1),
         "commit_ms_mean": round(d["commit_s"] / d["commits"] * 1e3, 1) if d["commits"] else None,
@@ -285,7 +296,7 @@ async def cycle(port: int, broker_pid: int, durability: Durability, pool: list[l
         errors = rig.counter("edgetwin_errors_total")
     wall = after["wall"] - before["wall"]
     enqueued = after["enqueued"] - before["enqueued"]
-    return {
+    result: dict[str, Any] = {
         "durability": durability.value,
         **measured(before, after, round((after["acked"] - before["acked"]) * per_delta)),
         "produced_points_per_s": round(enqueued * per_delta / wall),
@@ -295,6 +306,21 @@ async def cycle(port: int, broker_pid: int, durability: Durability, pool: list[l
         "depth_growth_per_s": round((after["depth"] - before["depth"]) / wall),
         "dropped": dropped, "errors": errors,
     }
+    result["bottleneck"] = bottleneck(result)
+    return result
+
+
+def bottleneck(c: dict[str, Any]) -> str:
+    """Which side limits the cycle (the link: outbox -> session -> broker), and on what."""
+    if c["acked_msgs_per_s"] >= 0.98 * c["produced_msgs_per_s"]:
+        return "the producer (the link keeps up)"
+    if c["loop_cpu_share"] >= LOOP_SATURATED:
+        return "the link: the gateway's event loop is out of CPU"
+    if c["loop_cpu_share"] + c["loop_wait_share"] >= LOOP_SATURATED:
+        return "the link: the gateway's event loop is out of CPU, which other processes share"
+    if c["broker_cpu_share"] >= LOOP_SATURATED:
+        return "the link: the broker is out of CPU"
+    return "the link, with no CPU saturated here: other work on the host, or waits"
 
 
 # -- 3. the backlog drain ----------------------------------------------------------------------
@@ -363,14 +389,13 @@ def report(raw: list[dict[str, Any]], cycles: list[dict[str, Any]], backlog: dic
               f" {r['points_per_s']:>10,} points/s ({r['batch']} rows a transaction,"
               f" {facts['body_bytes']}-byte bodies)")
     for c in cycles:
-        link = ("the producer outruns the link" if c["depth_growth_per_s"] > 0
-                else "the link keeps up")
         print(f"outbox cycle {c['durability']:<6}: {c['acked_points_per_s']:>7,} points/s"
               f" {c['acked_msgs_per_s']:>5,} msgs/s acknowledged; producer"
               f" {c['produced_points_per_s']:,} points/s; depth {c['depth_start']:,} ->"
-              f" {c['depth_end']:,}: {link}")
+              f" {c['depth_end']:,}; bottleneck: {c['bottleneck']}")
         print(f"             {'':<6}  {c['cpu_ms_per_1000_points']} ms CPU per 1000 points;"
-              f" event loop {c['loop_cpu_share']:.0%} of a core, whole process"
+              f" event loop {c['loop_cpu_share']:.0%} of a core"
+              f" (+{c['loop_wait_share']:.0%} waiting for one), whole process"
               f" {c['process_cpu_share']:.0%}, broker {c['broker_cpu_share']:.0%};"
               f" {c['commits_per_s']} commits/s of {c['rows_per_commit']} rows,"
               f" {c['commit_ms_mean']} ms each; {c['dropped']:.0f} dropped")
@@ -381,13 +406,13 @@ def report(raw: list[dict[str, Any]], cycles: list[dict[str, Any]], backlog: dic
     print(f"backlog drain: {b['seconds']} s = {b['acked_points_per_s']:,} points/s"
           f" {b['acked_msgs_per_s']:,} msgs/s with replay_rate unlimited;"
           f" {b['cpu_ms_per_1000_points']} ms CPU per 1000 points, event loop"
-          f" {b['loop_cpu_share']:.0%} of a core")
+          f" {b['loop_cpu_share']:.0%} of a core (+{b['loop_wait_share']:.0%} waiting for one)")
     print(f"backlog drain: at the default replay_rate of {b['default_replay_rate']:g} msgs/s it"
           f" would take {b['default_rate_drain_s']} s ({b['default_rate_points_per_s']:,}"
           f" points/s)")
     print(f"goal         : {GOAL_POINTS_PER_S:,} points/s acknowledged in both modes:"
-          f" {'met' if facts['meets_goal'] else 'NOT met'}; host load average"
-          f" {facts['loadavg'][0]} on {facts['cpus']} CPUs")
+          f" {'met' if facts['meets_goal'] else 'NOT met'}; host load average before the run"
+          f" {facts['loadavg_before'][0]} on {facts['cpus']} CPUs")
     print(json.dumps({"bench": "outbox", **facts, "raw": raw, "cycle": cycles,
                       "backlog": backlog}))
 
@@ -412,7 +437,7 @@ async def run(args: argparse.Namespace) -> None:
     lowest = min(c["acked_points_per_s"] for c in cycles)
     report(raw, cycles, backlog, {
         "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-        "machine": platform.machine(), "cpus": os.cpu_count(), "loadavg": loadavg,
+        "machine": platform.machine(), "cpus": os.cpu_count(), "loadavg_before": loadavg,
         "assets": args.assets, "points_per_delta": args.points,
         "body_bytes": round(sum(len(b) for _, b in bodies) / len(bodies)),
         "max_batch": args.max_batch, "max_inflight": args.max_inflight,
