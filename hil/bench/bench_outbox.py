@@ -344,10 +344,14 @@ async def fill(state: Path, pool: list[list[Delta]], backlog_points: int) -> dic
     await cancel_and_wait(committer)
     await outbox.close()
     points = cycles * points_of(pool[0])
-    files = [state / f"outbox.db{suffix}" for suffix in ("", "-wal")]
     return {"points": points, "messages": messages, "fill_s": round(elapsed, 2),
-            "fill_points_per_s": round(points / elapsed),
-            "db_bytes": sum(f.stat().st_size for f in files if f.exists())}
+            "fill_points_per_s": round(points / elapsed), "db_bytes": db_bytes(state)}
+
+
+def db_bytes(state: Path) -> int:
+    """Size of the outbox's database with its write-ahead log."""
+    files = [state / f"outbox.db{suffix}" for suffix in ("", "-wal")]
+    return sum(f.stat().st_size for f in files if f.exists())
 
 
 async def drain(port: int, broker_pid: int, pool: list[list[Delta]], sync: SyncConfig,
@@ -374,11 +378,12 @@ async def drain(port: int, broker_pid: int, pool: list[list[Delta]], sync: SyncC
             replayed = rig.counter("edgetwin_outbox_replayed_total")
         finally:
             await rig.close()
+        left_bytes = db_bytes(state)  # what the file keeps after the drain, closed
     messages = filled["messages"]
     default_s = messages / default_rate
     return {
         **filled, "open_s": round(open_s, 2), **measured(before, after, filled["points"]),
-        "replayed": replayed, "default_replay_rate": default_rate,
+        "replayed": replayed, "db_bytes_after": left_bytes, "default_replay_rate": default_rate,
         "default_rate_drain_s": round(default_s, 1),
         "default_rate_points_per_s": round(filled["points"] / default_s),
     }
@@ -411,7 +416,8 @@ def report(raw: list[dict[str, Any]], cycles: list[dict[str, Any]], backlog: dic
     print(f"backlog drain: {b['seconds']} s = {b['acked_points_per_s']:,} points/s"
           f" {b['acked_msgs_per_s']:,} msgs/s with replay_rate unlimited;"
           f" {b['cpu_ms_per_1000_points']} ms CPU per 1000 points, event loop"
-          f" {b['loop_cpu_share']:.0%} of a core (+{b['loop_wait_share']:.0%} waiting for one)")
+          f" {b['loop_cpu_share']:.0%} of a core (+{b['loop_wait_share']:.0%} waiting for one);"
+          f" outbox.db {b['db_bytes_after'] / 2**20:.1f} MiB once empty")
     print(f"backlog drain: at the default replay_rate of {b['default_replay_rate']:g} msgs/s it"
           f" would take {b['default_rate_drain_s']} s ({b['default_rate_points_per_s']:,}"
           f" points/s)")
