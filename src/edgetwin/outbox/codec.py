@@ -29,6 +29,10 @@ def _plain(value: Any) -> Any:
     raise TypeError(msg)
 
 
+# Enum attribute access is slow on 3.11 and this is a hot path: plain dictionaries instead.
+QUALITY_NAME = {q: q.value for q in Quality}
+_QUALITY_OF = {q.value: q for q in Quality}
+
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_plain).encode
 _loads = json.JSONDecoder().decode
 
@@ -41,7 +45,8 @@ def encode(item: Item) -> bytes:
     """
     if isinstance(item, Delta):
         changes = {
-            name: [s.value, s.ts_ns, s.quality.value, s.version] for name, s in item.changes.items()
+            name: [s.value, s.ts_ns, QUALITY_NAME[s.quality], s.version]
+            for name, s in item.changes.items()
         }
         doc: dict[str, Any] = {"a": item.asset, "v": item.version, "t": item.ts_ns, "c": changes}
     else:
@@ -60,7 +65,7 @@ def decode(body: bytes) -> Item:
         if "k" in doc:
             return Record(RecordKind(doc["k"]), str(doc["a"]), int(doc["t"]), dict(doc["b"]))
         changes = {
-            str(name): PointState(value, int(ts_ns), Quality(quality), int(version))
+            str(name): PointState(value, int(ts_ns), _QUALITY_OF[quality], int(version))
             for name, (value, ts_ns, quality, version) in doc["c"].items()
         }
         return Delta(str(doc["a"]), int(doc["v"]), int(doc["t"]), changes)

@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from edgetwin.config.model import Durability
 
@@ -52,6 +53,27 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) W
 """
 
 DEAD_LETTER_KEEP = 10_000  # the newest rejected entries kept for inspection
+
+# Rows per INSERT/DELETE statement. Each statement releases and retakes the GIL, and a busy
+# event loop holds the GIL for up to the switch interval (5 ms) each time, so a commit of
+# one statement per row takes seconds under load; a few large statements do not.
+_ROWS_PER_STATEMENT = 500
+_TWIN_UPSERT = (" ON CONFLICT(point) DO UPDATE SET value = excluded.value,"
+                " ts_ns = excluded.ts_ns, quality = excluded.quality, version = excluded.version")
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _insert_sql(table: str, columns: int, rows: int) -> str:
+    row = "(" + ",".join("?" * columns) + ")"
+    return f"INSERT INTO {table} VALUES " + ",".join([row] * rows)
+
+
+def _flat(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return [value for row in rows for value in row]
 
 
 class Trouble(enum.Enum):
@@ -189,7 +211,7 @@ class OutboxDatabase:
         db.execute("BEGIN IMMEDIATE")
         try:
             if work.deletes:
-                db.executemany("DELETE FROM outbox WHERE seq = ?", ((s,) for s in work.deletes))
+                self._delete(work.deletes)
             if work.dead:
                 self._dead_letter(work.dead)
             rows = work.rows
@@ -197,18 +219,11 @@ class OutboxDatabase:
                 freed = self._evict(work.evict_bytes, work.evict_priority, work.protected, done)
                 if freed < work.evict_bytes:
                     rows = self._refuse(rows, work.evict_bytes - freed, done)
-            if rows:
-                db.executemany(
-                    "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
-                    ((r.seq, r.priority, r.asset, r.created_ns, r.size, r.body) for r in rows),
-                )
-            if work.twin:
-                db.executemany(
-                    "INSERT INTO twin VALUES (?, ?, ?, ?, ?) ON CONFLICT(point) DO UPDATE SET"
-                    " value = excluded.value, ts_ns = excluded.ts_ns,"
-                    " quality = excluded.quality, version = excluded.version",
-                    work.twin,
-                )
+            stored = [(r.seq, r.priority, r.asset, r.created_ns, r.size, r.body) for r in rows]
+            for batch in _chunks(stored, _ROWS_PER_STATEMENT):
+                db.execute(_insert_sql("outbox", 6, len(batch)), _flat(batch))
+            for points in _chunks(work.twin, _ROWS_PER_STATEMENT):
+                db.execute(_insert_sql("twin", 5, len(points)) + _TWIN_UPSERT, _flat(points))
             if work.last_seq:
                 db.execute(
                     "INSERT INTO meta VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET"
@@ -243,8 +258,7 @@ class OutboxDatabase:
                     freed += size
                     if freed >= need:
                         break
-                self._db.executemany("DELETE FROM outbox WHERE seq = ?",
-                                     ((s,) for s, _ in victims))
+                self._delete([s for s, _ in victims])
                 done.evicted.extend(victims)
             if freed >= need:
                 break
@@ -270,11 +284,16 @@ class OutboxDatabase:
             "INSERT OR REPLACE INTO dead_letter SELECT seq, ?, ?, body FROM outbox WHERE seq = ?",
             ((rejected_ns, reason, seq) for seq, rejected_ns, reason in dead),
         )
-        db.executemany("DELETE FROM outbox WHERE seq = ?", ((seq,) for seq, _, _ in dead))
+        self._delete([seq for seq, _, _ in dead])
         db.execute(
             "DELETE FROM dead_letter WHERE seq <= (SELECT seq FROM dead_letter"
             " ORDER BY seq DESC LIMIT 1 OFFSET ?)", (DEAD_LETTER_KEEP,),
         )
+
+    def _delete(self, seqs: Sequence[int]) -> None:
+        for chunk in _chunks(list(seqs), _ROWS_PER_STATEMENT):
+            marks = ",".join("?" * len(chunk))
+            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
 
     def reclaim_space(self, max_pages: int = 2000) -> int:
         """Give free pages back to the filesystem; returns how many were free before."""

@@ -99,8 +99,8 @@ class _Queued:
 
 def twin_row(point: str, state: PointState) -> tuple[str, str, int, str, int]:
     """The twin table row of one point's state."""
-    return (point, codec.encode_value(state.value), state.ts_ns, state.quality.value,
-            state.version)
+    return (point, codec.encode_value(state.value), state.ts_ns,
+            codec.QUALITY_NAME[state.quality], state.version)
 
 
 class DurableOutbox:
@@ -171,6 +171,9 @@ class DurableOutbox:
         self._dead_count = 0
         self._pending_alarms: list[Record] = []
         self._active_alarms: dict[str, dict[str, Any]] = {}
+        self._ack_rate = 0.0  # entries/s settled over the last stats period
+        self._acked_since_stats = 0
+        self._stats_at = time.monotonic()
 
         state_dir_ok = state_dir.is_dir()
         if not state_dir_ok:
@@ -578,10 +581,19 @@ class DurableOutbox:
             self._forget(seq, size)
 
     async def _refresh_oldest(self) -> None:
+        """Oldest entry, the measured delivery rate, and free pages back to the filesystem."""
+        now = time.monotonic()
+        self._ack_rate = self._acked_since_stats / max(1e-3, now - self._stats_at)
+        self._acked_since_stats, self._stats_at = 0, now
+        idle = self._count == 0 and self._degraded is None
         async with self._db_lock:
-            future = asyncio.get_running_loop().run_in_executor(self._thread, self._db.oldest_ns)
+            loop = asyncio.get_running_loop()
             try:
-                self._oldest_ns = await finish_in_thread(future)
+                self._oldest_ns = await finish_in_thread(
+                    loop.run_in_executor(self._thread, self._db.oldest_ns))
+                if idle:  # an empty queue: give the high-water mark's pages back, a few at a time
+                    await finish_in_thread(loop.run_in_executor(self._thread,
+                                                                self._db.reclaim_space))
             except sqlite3.Error:
                 return
             raise_if_cancelling()
@@ -709,6 +721,7 @@ class DurableOutbox:
             return
         if outcome is Delivery.SENT:
             self._m_sent.inc()
+            self._acked_since_stats += 1
             self._held.append((time.monotonic(), seq, queued.size))
             self._wake.set()
             return
@@ -716,6 +729,7 @@ class DurableOutbox:
             self._dead_letter(seq, queued.size, reason or "rejected")
             return
         self._m_acked.inc()
+        self._acked_since_stats += 1
         self._forget(seq, queued.size)
 
     def _dead_letter(self, seq: int, size: int, reason: str) -> None:
@@ -770,9 +784,13 @@ class DurableOutbox:
         return self._bytes
 
     def _drain_s(self) -> float | None:
+        """Backlog over the rate it can leave at: the replay rate, or the link when slower."""
         if not self._backlog:
             return None
-        return self._backlog / self._config.replay_rate
+        rate = self._config.replay_rate
+        if self._ack_rate > 0:
+            rate = min(rate, self._ack_rate)
+        return self._backlog / rate
 
     def stats(self) -> OutboxStats:
         """Depth, bytes, oldest age, backlog and its drain time, degradation."""

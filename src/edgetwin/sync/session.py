@@ -269,7 +269,7 @@ class MqttSession:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         v5 = self._mqtt.protocol is MqttProtocol.V5
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self._mqtt.host,
             self._mqtt.port,
             identifier=client_id,
@@ -283,6 +283,10 @@ class MqttSession:
             timeout=_PUBACK_TIMEOUT_S,
             max_inflight_messages=self._config.max_inflight,
         )
+        # aiomqtt warns on every publish beyond this many unacknowledged ones; the in-flight
+        # window is ours by design, so only more than that is worth a line.
+        client.pending_calls_threshold = self._config.max_inflight + 10
+        return client
 
     def _status(self, *, online: bool) -> MqttMessage:
         return self.encoder.status(online=online, ts_ms=time.time_ns() // 1_000_000)

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from edgetwin.core.types import Delta, OutboxEntry, PointState, Record, RecordKind
+from edgetwin.core.types import Delta, OutboxEntry, PointState, Quality, Record, RecordKind
 from edgetwin.sync.jsontwin.desired import PendingDesired, same_value
 from edgetwin.sync.message import MqttMessage
 
@@ -38,8 +38,12 @@ def _value(value: Any) -> Any:
     return value
 
 
+_QUALITY_NAME = {q: q.value for q in Quality}  # enum attribute access is slow on 3.11
+
+
 def _point(state: PointState) -> dict[str, Any]:
-    return {"v": _value(state.value), "ts": state.ts_ns // 1_000_000, "q": state.quality.value}
+    return {"v": _value(state.value), "ts": state.ts_ns // 1_000_000,
+            "q": _QUALITY_NAME[state.quality]}
 
 
 class JsonTwinEncoder:
