@@ -10,18 +10,20 @@ only, never edgetwin's own protobuf module. The rule ids are the specification's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from plcsim import SimProcess
 from plcsim.control import call
 from tests.daemon.conftest import GatewayProcess
 from tests.daemon.test_sparkplug import ncmd_rebirth, publish
 from tests.helpers.mqtt import Received, Recorder
-from tests.helpers.procs import Broker, PlcSim, free_port
+from tests.helpers.procs import Broker
 from tests.interop.conftest import decode_with_pysparkplug, write_recording
 
 pytestmark = [pytest.mark.daemon, pytest.mark.broker, pytest.mark.sim]
@@ -76,16 +78,6 @@ sync:
 health:
   metrics: {{listen: "127.0.0.1:0"}}
 """
-
-
-@pytest.fixture
-def sim_control() -> Iterator[tuple[PlcSim, str]]:
-    """firmware-sim's skid with its control API on a known loopback port."""
-    control = free_port()
-    sim = PlcSim(0, "--control-port", str(control))
-    sim.start()
-    yield sim, f"http://127.0.0.1:{control}"
-    sim.stop()
 
 
 def kind(message: Received) -> str:
@@ -321,24 +313,25 @@ def repeated_in_data(decoded: list[dict[str, Any]]) -> list[str]:
     return repeated
 
 
-def test_everything_the_node_publishes_decodes_with_pysparkplug(
-    tmp_path: Path, broker: Broker, sim_control: tuple[PlcSim, str], interop_python: Path,
+async def test_everything_the_node_publishes_decodes_with_pysparkplug(
+    tmp_path: Path, broker: Broker, modbus_sim: SimProcess, interop_python: Path,
     recorder_factory: Callable[..., Recorder],
 ) -> None:
     """Every message decodes with pysparkplug; births, seq, bdSeq, aliases and datatypes hold."""
-    sim, control = sim_control
+    assert modbus_sim.control is not None
     config = tmp_path / "gateway.yaml"
-    config.write_text(config_yaml(tmp_path / "state", broker.port, sim.port))
+    config.write_text(config_yaml(tmp_path / "state", broker.port, modbus_sim.port))
     gateway = GatewayProcess(config, tmp_path / "edgetwin.log")
     rec = recorder_factory("spBv1.0/#")
     try:
-        record_a_node_life(rec, gateway, broker, control)
+        # Blocking waits on the recorder and the daemon: off the loop that runs the simulator.
+        await asyncio.to_thread(record_a_node_life, rec, gateway, broker, modbus_sim.control)
     finally:
         gateway.close()
     recording = tmp_path / "sparkplug.jsonl"
     write_recording(list(rec.messages), recording)
 
-    decoded = decode_with_pysparkplug(interop_python, recording)
+    decoded = await asyncio.to_thread(decode_with_pysparkplug, interop_python, recording)
 
     assert len(decoded) == len(rec.messages)
     broken, counts = judge(decoded)
