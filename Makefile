@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+INTEROP_VENV := .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.installed
 
-.PHONY: demo test bench lint proto system-deps venv clean
+.PHONY: demo test bench lint proto system-deps venv interop-venv clean
 
 ## Python environment: the gateway, firmware-sim and the dev tools, editable.
 $(STAMP): pyproject.toml firmware-sim/pyproject.toml
@@ -17,6 +19,16 @@ $(STAMP): pyproject.toml firmware-sim/pyproject.toml
 
 venv: $(STAMP)
 
+## A second environment with an independent Sparkplug B implementation (pysparkplug, which
+## pins paho-mqtt<2) for tests/interop; it runs hil/interop/decode_sparkplug.py only.
+$(INTEROP_STAMP): hil/interop/requirements.txt
+	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INTEROP_VENV)/bin/python -m pip install --quiet -r hil/interop/requirements.txt
+	touch $(INTEROP_STAMP)
+
+interop-venv: $(INTEROP_STAMP)
+
 ## Debian packages the tests and the demo use: a real Mosquitto broker, systemd-analyze.
 system-deps:
 	@bash hil/scripts/system-deps.sh
@@ -26,7 +38,7 @@ demo: system-deps $(STAMP)
 	@bash hil/scripts/demo.sh
 
 ## The whole test suite (real broker, real simulators, real files).
-test: system-deps $(STAMP)
+test: system-deps $(STAMP) $(INTEROP_STAMP)
 	$(PY) -m pytest
 
 ## Benchmarks: each prints its figures and one JSON line.
@@ -44,4 +56,4 @@ proto: $(STAMP)
 	cd $(SPB) && ../../../../$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. sparkplug_b.proto
 
 clean:
-	rm -rf $(VENV) demo-state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INTEROP_VENV) demo-state .pytest_cache .mypy_cache .ruff_cache
