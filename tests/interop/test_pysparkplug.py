@@ -292,9 +292,9 @@ def judge(decoded: list[dict[str, Any]]) -> tuple[list[str], dict[str, int]]:
 def repeated_in_data(decoded: list[dict[str, Any]]) -> list[str]:
     """DDATA metrics whose value and timestamp equal what the last BIRTH/DATA already carried.
 
-    [tck-id-topics-ddata-payload] DDATA carries only metrics that changed since then. Known
-    gap, not asserted yet: a DBIRTH reads the twin's current state, which already holds the
-    changes still queued in the outbox, and those then go out again as the first DDATA.
+    [tck-id-topics-ddata-payload] DDATA carries only metrics that changed since then. A
+    DBIRTH reads the twin's current state, which already holds changes still queued in the
+    outbox; the node must leave those out of the DDATA that follows.
     """
     last: dict[tuple[str, int], tuple[Any, ...]] = {}
     repeated = []
@@ -349,5 +349,4 @@ async def test_everything_the_node_publishes_decodes_with_pysparkplug(
     counter = [m["value"] for d in decoded if d["topic"] == node_topic("DDATA", "pump1")
                for m in d["metrics"] if m["name"] == "counter"]
     assert counter and counter == sorted(counter), "the PLC counter decodes as it counts"
-    # Shown with -rP; see repeated_in_data for why it is not an assertion yet.
-    print("DDATA metrics repeating their BIRTH/DATA:", repeated_in_data(decoded))
+    assert repeated_in_data(decoded) == [], "DDATA repeats what the last BIRTH/DATA carried"

@@ -72,6 +72,7 @@ LOAD_BATCH = 1_000  # rows read from the database at a time
 DELETE_DELAY_S = 0.25  # settled entries are deleted in batches at most this late
 RETRY_S = 1.0  # while the disk refuses writes, a commit is retried this often
 STATS_S = 2.0  # how often the oldest entry's age is looked up
+GATHER_S = 0.01  # how long a first staged entry waits for others before its commit
 FULL_CLEAR = 0.5  # a "buffer full" episode ends when the outbox is below this share
 
 
@@ -417,7 +418,9 @@ class DurableOutbox:
         if self._staged:
             if len(self._staged) >= self._commit_rows:
                 return 0.0
-            due = min(due, self._staged_since + self._max_delay_s)
+            # Gather briefly, not for all of max_delay: under load commits run back to back
+            # (batching themselves); when quiet, a change is claimable within milliseconds.
+            due = min(due, self._staged_since + min(self._max_delay_s, GATHER_S))
         if self._deletes or self._dead or self._twin_rows:
             due = min(due, self._dirty_since + DELETE_DELAY_S)
         if self._degraded is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -282,6 +283,9 @@ class MqttSession:
             tls_params=tls_params,
             timeout=_PUBACK_TIMEOUT_S,
             max_inflight_messages=self._config.max_inflight,
+            # QoS 0 has no PUBACK to carry the TCP ACK back: without this, Nagle and delayed
+            # ACKs hold small Sparkplug messages for ~40 ms.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # aiomqtt warns on every publish beyond this many unacknowledged ones; the in-flight
         # window is ours by design, so only more than that is worth a line.

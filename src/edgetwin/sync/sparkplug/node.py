@@ -84,6 +84,8 @@ class EdgeNode:
         self.bdseq = self._load_bdseq()
         self._seq = 0
         self._born: dict[str, dict[str, DataType]] = {}  # asset -> point -> birth datatype
+        # asset -> point -> the twin version its birth carried: DATA skips what it repeats
+        self._birth_versions: dict[str, dict[str, int]] = {}
         self._dead: set[str] = set()
 
     # -- topics -----------------------------------------------------------------------------
@@ -152,12 +154,15 @@ class EdgeNode:
         payload.seq = self._next_seq()
         state = self._twin.asset_state(asset)
         types: dict[str, DataType] = {}
+        versions: dict[str, int] = {}
         for pid in self._points_of[asset]:
             name = pid.partition("/")[2]
             point = state.get(name)
             value = None if point is None else point.value
             datatype = datatype_of(value) or DEFAULT_TYPE
             types[name] = datatype
+            if point is not None:
+                versions[name] = point.version
             metric = payload.metrics.add()
             metric.name = name
             metric.alias = self.alias[pid]
@@ -166,6 +171,7 @@ class EdgeNode:
             set_value(metric, datatype, value)
             set_quality(metric, point.quality if point else Quality.BAD)
         self._born[asset] = types
+        self._birth_versions[asset] = versions
         self._dead.discard(asset)
         return MqttMessage(self.topic("DBIRTH", asset), payload.SerializeToString(), qos=0)
 
@@ -196,7 +202,8 @@ class EdgeNode:
         """DDATA for one delta (preceded by a DBIRTH when a value outgrew its datatype).
 
         Nothing for a device that is dead or unknown: its host shows it stale until the
-        next DBIRTH, which carries the current values.
+        next DBIRTH, which carries the current values. Live changes the device's birth
+        already carried are left out [tck-id-topics-ddata-payload]; history is kept.
         """
         types = self._born.get(delta.asset)
         if types is None:
@@ -206,17 +213,21 @@ class EdgeNode:
                for name, s in delta.changes.items() if name in types):
             out.append(self._dbirth(delta.asset))
             types = self._born[delta.asset]
-            if not historical:
-                return out  # the DBIRTH carries these values already
+        born = self._birth_versions.get(delta.asset, {})
+        prefix = delta.asset + "/"
+        changes = [
+            (self.alias[prefix + name], types[name], state)
+            for name, state in sorted(delta.changes.items(), key=lambda kv: kv[1].ts_ns)
+            if name in types and prefix + name in self.alias
+            and (historical or state.version > born.get(name, -1))
+        ]
+        if not changes:
+            return out
         payload = Payload()
         payload.timestamp = _now_ms()
         payload.seq = self._next_seq()
-        prefix = delta.asset + "/"
-        for name, state in sorted(delta.changes.items(), key=lambda kv: kv[1].ts_ns):
-            alias = self.alias.get(prefix + name)
-            if alias is None or name not in types:
-                continue
-            self._add_data_metric(payload, alias, types[name], state, historical)
+        for alias, datatype, state in changes:
+            self._add_data_metric(payload, alias, datatype, state, historical)
         out.append(MqttMessage(self.topic("DDATA", delta.asset), payload.SerializeToString(),
                                qos=0))
         return out
