@@ -1,9 +1,9 @@
 """The JSON manifest beside every anomaly model: what the ONNX file expects and how it was made.
 
-A model is only meaningful with its manifest: the ONNX graph sees *normalised* inputs in a
-fixed order, so the manifest names the inputs, their centre and scale, the output to read,
-the threshold training chose and the sha256 of the model file it describes. ``NAME.onnx``
-has its manifest in ``NAME.manifest.json``.
+A model is only meaningful with its manifest: the ONNX graph takes one row of input values
+in a fixed order, so the manifest names the inputs, the output to read, the healthy centre
+and scale of each input, the threshold training chose and the sha256 of the model file it
+describes. ``NAME.onnx`` has its manifest in ``NAME.manifest.json``.
 
 Invariants:
 - a manifest is written only by ``edgetwin train`` (``dump``), after the model file;
@@ -37,7 +37,11 @@ class _Strict(BaseModel):
 
 
 class Normalisation(_Strict):
-    """``x_norm = (x - center) / scale``, per input, applied before the ONNX graph."""
+    """Each input's healthy centre and scale: ``z = (x - center) / scale``.
+
+    The graph applies its own copy (so the model's sha256 covers it); the gateway uses this
+    one to tell which input drove a score.
+    """
 
     center: tuple[FiniteFloat, ...]
     scale: tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...]

@@ -2,7 +2,9 @@
 
 onnxruntime is wrapped here and nowhere else; what leaves this module is numpy arrays and
 ``ModelError``. The session is made from the very bytes whose sha256 was checked, so the
-file cannot change between the check and the load.
+file cannot change between the check and the load. The graph takes the raw input values
+and holds everything that decides the score (normalisation included), so the sha256 names
+the model's behaviour; the manifest's normalisation only explains a score.
 """
 
 from __future__ import annotations
@@ -61,23 +63,22 @@ class LoadedModel:
     manifest: Manifest
     sha256: str
     session: ort.InferenceSession
-    center: np.ndarray  # float64, per input
-    scale: np.ndarray  # float64, per input, > 0
-
-    def normalise(self, values: np.ndarray) -> np.ndarray:
-        """Rows of raw input values -> what the graph expects (float32, centred and scaled)."""
-        normalised: np.ndarray = ((values - self.center) / self.scale).astype(np.float32)
-        return normalised
-
-    def run(self, normalised: np.ndarray) -> np.ndarray:
-        """Scores (float64, one per row) of rows already normalised."""
-        out = self.session.run([self.manifest.output_name],
-                               {self.manifest.input_name: normalised})
-        return np.asarray(out[0], dtype=np.float64).reshape(-1)
+    center: np.ndarray  # float64, per input: the healthy median
+    scale: np.ndarray  # float64, per input, > 0: the healthy spread (1.4826 MAD)
 
     def score(self, values: np.ndarray) -> np.ndarray:
-        """Scores of rows of raw input values, shape (n, len(inputs))."""
-        return self.run(self.normalise(values))
+        """Scores (float64, one per row) of rows of raw input values, shape (n, len(inputs))."""
+        out = self.session.run([self.manifest.output_name],
+                               {self.manifest.input_name: values.astype(np.float32)})
+        return np.asarray(out[0], dtype=np.float64).reshape(-1)
+
+    def deviations(self, values: np.ndarray) -> np.ndarray:
+        """Robust z-scores of one row against the healthy centre and scale: which input is off.
+
+        For explaining a score to a person; the graph computes the score on its own.
+        """
+        deviations: np.ndarray = (values - self.center) / self.scale
+        return deviations
 
 
 def load(model_path: Path, expected_inputs: Sequence[str] | None = None) -> LoadedModel:

@@ -57,7 +57,9 @@ class AlarmEvent:
     threshold: float
     sha256: str
     message: str
-    inputs: Mapping[str, float] = field(default_factory=dict)
+    inputs: Mapping[str, float] = field(default_factory=dict)  # the values scored
+    # Each input's robust z-score against its healthy centre: which input drove the score.
+    deviations: Mapping[str, float] = field(default_factory=dict)
 
     def body(self) -> dict[str, Any]:
         """The JSON-able alarm body, shaped like the gateway's other alarms."""
@@ -70,6 +72,7 @@ class AlarmEvent:
             "threshold": self.threshold,
             "sha256": self.sha256,
             "inputs": dict(self.inputs),
+            "deviations": dict(self.deviations),
         }
 
     def record(self) -> Record:
@@ -217,7 +220,7 @@ class AnomalyScorer:
         transition = self._alarm.step(above)
         event = None
         if transition is not None:
-            event = self._transition(transition, ts_ns, score, model.sha256)
+            event = self._transition(transition, ts_ns, score, model)
         return self._finish(ScoreResult(
             model=self.name, ts_ns=ts_ns, quality=quality, score=score, reason=reason,
             threshold=threshold, above=above, alarm_active=self.alarm_active,
@@ -268,7 +271,7 @@ class AnomalyScorer:
         return result
 
     def _transition(self, transition: Transition, ts_ns: int, score: float,
-                    sha256: str) -> AlarmEvent | None:
+                    model: LoadedModel) -> AlarmEvent | None:
         raised = transition is Transition.RAISED
         threshold = self._config.threshold
         hysteresis = self._config.hysteresis
@@ -285,12 +288,16 @@ class AnomalyScorer:
         self._alarm_gauge.set(1 if raised else 0)
         (_log.warning if raised else _log.info)(
             f"Anomaly alarm {transition.value}", model=self.name, score=score,
-            threshold=threshold, sha256=sha256,
+            threshold=threshold, sha256=model.sha256,
         )
+        values = np.array([self._last_values[p] for p in self._config.inputs])
+        deviations = model.deviations(values).tolist()
         return AlarmEvent(
             model=self.name, active=raised, asset=self.asset, ts_ns=ts_ns, score=score,
-            threshold=threshold, sha256=sha256, message=message,
+            threshold=threshold, sha256=model.sha256, message=message,
             inputs=dict(self._last_values),
+            deviations={p: round(z, 3) for p, z in zip(self._config.inputs, deviations,
+                                                        strict=True)},
         )
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -126,15 +126,14 @@ def train(options: TrainOptions) -> TrainReport:
     threshold_rows = rows - int(rows * (1 - HOLDOUT)) if options.kind == "iforest" else rows
     _check_rows(options, rows, threshold_rows)
     center, scale = (_round(a) for a in fit.robust_normalisation(table.values, options.inputs))
-    normalised = (table.values - center) / scale
     if options.kind == "robust":
-        model_bytes = fit.robust_model(len(options.inputs), options.tail)
-        held_out = normalised
+        model_bytes = fit.robust_model(center, scale, options.tail)
+        held_out = table.values
     else:
         order = np.random.default_rng(options.seed).permutation(rows)
         fit_rows, held_rows = order[: rows - threshold_rows], order[rows - threshold_rows:]
-        model_bytes = fit.iforest_model(normalised[fit_rows], options.trees, options.seed)
-        held_out = normalised[held_rows]
+        model_bytes = fit.iforest_model(table.values[fit_rows], options.trees, options.seed)
+        held_out = table.values[held_rows]
     try:
         session = open_session(model_bytes, "(new model)")
     except ModelError as err:

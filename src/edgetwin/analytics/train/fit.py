@@ -1,16 +1,18 @@
-"""The two baseline models, as ONNX graphs over robustly normalised inputs.
+"""The two baseline models, as self-contained ONNX graphs from raw input values to a score.
 
-Both see ``z = (x - median) / (1.4826 * MAD)`` per input (the manifest's normalisation; the
-gateway applies it before the graph), and both output one score per row, higher meaning
-further from healthy:
+Both output one score per row, higher meaning further from healthy:
 
-- ``robust``: the largest robust z-score over the inputs (``tail="upper"``: only increases
-  count, for features that grow with damage, such as vibration levels; ``"both"``: either
-  direction). Interpretable: a score of 6 means one input sits 6 robust standard
-  deviations from its healthy median. Built from two standard ONNX operators.
+- ``robust``: the largest robust z-score ``(x - median) / (1.4826 * MAD)`` over the inputs
+  (``tail="upper"``: only increases count, for features that grow with damage, such as
+  vibration levels; ``"both"``: either direction). Interpretable: a score of 6 means one
+  input sits 6 robust standard deviations from its healthy median. Four standard ONNX
+  operators, the medians and scales as constants in the graph.
 - ``iforest``: scikit-learn's IsolationForest converted by skl2onnx; the score is the
-  forest's anomaly score ``-score_samples`` in (0, 1] (around 0.4 for typical points, near
-  1 for isolated ones). It catches unusual *combinations* the per-input robust model misses.
+  forest's anomaly score ``-score_samples`` in (0, 1] (around 0.4 for typical rows, higher
+  for isolated ones). It catches unusual *combinations* the per-input robust model misses,
+  but its score saturates: a row far outside the healthy range is isolated no faster than
+  the most extreme healthy row. Trees split on one input at a time at random points
+  between its minimum and maximum, so they need no normalisation.
 
 scikit-learn, skl2onnx and onnx are the ``[train]`` extra: imported here, inside the
 functions, so the gateway never loads them.
@@ -66,27 +68,32 @@ def robust_normalisation(values: np.ndarray, inputs: tuple[str, ...]
     return center, scale
 
 
-def robust_model(n_inputs: int, tail: str) -> bytes:
-    """The robust max-z graph: ``score = max_i(relu(z_i))`` (upper) or ``max_i(|z_i|)``."""
+def robust_model(center: np.ndarray, scale: np.ndarray, tail: str) -> bytes:
+    """``max_i(relu(z_i))`` (upper tail) or ``max_i(|z_i|)``, ``z = (x - center) / scale``."""
     onnx = _onnx()
-    helper = onnx.helper
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    n_inputs = center.size
     fold = "Relu" if tail == "upper" else "Abs"
     graph = helper.make_graph(
         [
-            helper.make_node(fold, [INPUT_NAME], ["deviation"]),
+            helper.make_node("Sub", [INPUT_NAME, "center"], ["centred"]),
+            helper.make_node("Div", ["centred", "scale"], ["z"]),
+            helper.make_node(fold, ["z"], ["deviation"]),
             helper.make_node("ReduceMax", ["deviation"], [OUTPUT_NAME], axes=[1], keepdims=0),
         ],
         f"edgetwin_robust_max_z_{tail}",
         [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT,
                                        ["batch", n_inputs])],
         [helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, ["batch"])],
+        initializer=[numpy_helper.from_array(center.astype(np.float32), "center"),
+                     numpy_helper.from_array(scale.astype(np.float32), "scale")],
     )
     return _finish(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]),
                    f"largest robust z-score of {n_inputs} inputs ({tail} tail)")
 
 
-def iforest_model(normalised: np.ndarray, trees: int, seed: int) -> bytes:
-    """An IsolationForest fitted on normalised rows, scoring ``-score_samples``."""
+def iforest_model(values: np.ndarray, trees: int, seed: int) -> bytes:
+    """An IsolationForest fitted on rows of raw values, scoring ``-score_samples``."""
     onnx = _onnx()
     try:
         from skl2onnx import convert_sklearn
@@ -96,8 +103,8 @@ def iforest_model(normalised: np.ndarray, trees: int, seed: int) -> bytes:
         msg = "edgetwin train --kind iforest needs the [train] extra: pip install 'edgetwin[train]'"
         raise TrainingError(msg, EX_UNAVAILABLE) from err
     forest = IsolationForest(n_estimators=trees, random_state=seed)
-    forest.fit(normalised.astype(np.float32))
-    n_inputs = normalised.shape[1]
+    forest.fit(values.astype(np.float32))  # the precision the graph will see
+    n_inputs = values.shape[1]
     converted = convert_sklearn(
         forest,
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_inputs]))],
