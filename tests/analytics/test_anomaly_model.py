@@ -86,12 +86,16 @@ def test_a_model_without_a_manifest_is_refused(tmp_path: Path) -> None:
         load(model, DEFAULT_INPUTS)
 
 
-def test_inputs_that_differ_from_the_config_are_refused(tmp_path: Path) -> None:
-    """A model trained on other inputs says which ones, and that it must match exactly."""
-    other = (*DEFAULT_INPUTS[:3], "pump1/vib_de.bsf")
+def refusal(model: Path, inputs: tuple[str, ...]) -> str:
+    """The text of the ModelError that loading ``model`` for ``inputs`` must raise."""
     with pytest.raises(ModelError) as caught:
-        load(DEFAULT_MODEL, other)
-    text = str(caught.value)
+        load(model, inputs)
+    return str(caught.value)
+
+
+def test_inputs_that_differ_from_the_config_are_refused() -> None:
+    """A model trained on other inputs says which ones, and that it must match exactly."""
+    text = refusal(DEFAULT_MODEL, (*DEFAULT_INPUTS[:3], "pump1/vib_de.bsf"))
     assert "was trained on inputs [pump1/vib_de.velocity_rms, pump1/vib_de.kurtosis," in text
     assert "the config's pump1/vib_de.bsf not among the model's inputs" in text
     assert "the model also needs pump1/vib_de.bpfi" in text
@@ -107,9 +111,7 @@ def test_a_manifest_with_bad_fields_lists_every_problem(tmp_path: Path) -> None:
     del doc["output_name"]
     doc["colour"] = "red"
     manifest_path(model).write_text(json.dumps(doc))
-    with pytest.raises(ModelError) as caught:
-        load(model, DEFAULT_INPUTS)
-    text = str(caught.value)
+    text = refusal(model, DEFAULT_INPUTS)
     assert "normalisation.scale.1: Input should be greater than 0" in text
     assert "output_name: Field required" in text
     assert "colour: Extra inputs are not permitted" in text

@@ -51,7 +51,7 @@ def open_session(model_bytes: bytes, where: str) -> ort.InferenceSession:
         raise ModelError(msg) from err
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: each load is a different model
 class LoadedModel:
     """A checked model: its manifest, the file's sha256 and a ready session.
 

@@ -105,7 +105,8 @@ class AnomalyScorer:
     Calling contract: ``update`` and ``retire`` are called by one thread at a time (the
     daemon's analytics executor, or the event loop). ``reload`` may run on another thread
     while an ``update`` is in flight: it builds the new model aside and swaps it in with
-    one assignment, so an update uses the old model or the new one, never a mix.
+    one assignment, so an update uses the old model or the new one, never a mix, and the
+    next update notices the swap by itself.
 
     Args:
         config: The ``anomaly:`` entry.
@@ -126,7 +127,8 @@ class AnomalyScorer:
         self._alarm = AlarmMachine(hysteresis.raise_after, hysteresis.clear_after)
         assets = {asset_of(p) for p in config.inputs}
         self.asset = assets.pop() if len(assets) == 1 else ""
-        self._last_key: tuple[tuple[int, Quality] | None, ...] | None = None
+        self._last_key: tuple[object, ...] | None = None  # the model and input versions
+        self._runs_model = self._model  # the model whose scores the alarm's runs count
         self._last: ScoreResult | None = None
         self._last_values: dict[str, float] = {}
         self._latency = telemetry.histogram(
@@ -198,16 +200,19 @@ class AnomalyScorer:
             states: The twin state of (at least) every input point; a missing key or None
                 means the point has no state yet. Other keys are ignored.
         """
+        model = self._model  # read once: a concurrent reload swaps the whole model
         picked = [states.get(point) for point in self._config.inputs]
-        key = tuple(None if s is None else (s.version, s.quality) for s in picked)
+        key = (model, *(None if s is None else (s.version, s.quality) for s in picked))
         if key == self._last_key:
             return None
         self._last_key = key
+        if model is not self._runs_model:  # reloaded: runs start again, the state stays
+            self._alarm.run_above = self._alarm.run_below = 0
+            self._runs_model = model
         ts_ns = max((s.ts_ns for s in picked if s is not None), default=0) or time.time_ns()
         values, quality, reason = self._vector(picked)
         if values is None:
             return self._finish(self._no_score(ts_ns, reason or "no inputs"))
-        model = self._model  # read once: a concurrent reload swaps the whole model
         started = time.perf_counter()
         score = float(model.score(values.reshape(1, -1))[0])
         latency_s = time.perf_counter() - started
@@ -314,9 +319,7 @@ class AnomalyScorer:
         """
         fresh = load(self._path, self._config.inputs)
         old = self._model.sha256
-        self._model = fresh
-        self._alarm.run_above = self._alarm.run_below = 0
-        self._last_key = None
+        self._model = fresh  # the only write: update() notices the new model by itself
         self._log_loaded("Anomaly model reloaded", previous_sha256=old)
         return fresh.sha256
 
