@@ -9,12 +9,12 @@ INTEROP_STAMP := $(INTEROP_VENV)/.installed
 
 .PHONY: demo test bench lint proto system-deps venv interop-venv clean
 
-## Python environment: the gateway, firmware-sim and the dev tools, editable.
+## Python environment: the gateway, firmware-sim, the dev tools and `edgetwin train`, editable.
 $(STAMP): pyproject.toml firmware-sim/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "edgetwin needs Python 3.11+"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' -e ./firmware-sim
+	$(PY) -m pip install --quiet -e '.[dev,train]' -e ./firmware-sim
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,4 +1,4 @@
-"""The ``edgetwin`` command line: run, check-config, schema, status, buffer, probe."""
+"""The ``edgetwin`` command line: run, check-config, schema, status, buffer, probe, train."""
 
 from __future__ import annotations
 
@@ -199,6 +199,26 @@ def cmd_opcua_cert(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fit an anomaly model on healthy features; write NAME.onnx and NAME.manifest.json."""
+    from edgetwin.analytics.train import TrainingError, TrainOptions, train
+
+    options = TrainOptions(
+        inputs=tuple(p.strip() for p in args.inputs.split(",") if p.strip()),
+        out=args.out, csv=args.csv, export=args.export, kind=args.kind,
+        false_alarm_rate=args.false_alarm_rate, margin=args.margin, tail=args.tail,
+        trees=args.trees, seed=args.seed, raise_after=args.raise_after,
+        clear_after=args.clear_after,
+    )
+    try:
+        report = train(options)
+    except TrainingError as err:
+        print(f"edgetwin train: {err}", file=sys.stderr)
+        return err.exit_code
+    print(report.render())
+    return EX_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, separate so tests and docs can inspect it."""
     parser = argparse.ArgumentParser(
@@ -254,6 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
     opcua.add_argument("--timeout", type=float, default=5.0)
     opcua.add_argument("--json", action="store_true")
     opcua.set_defaults(func=cmd_probe_opcua)
+
+    train = sub.add_parser("train", help="fit an anomaly model on healthy features (ONNX)")
+    data = train.add_mutually_exclusive_group(required=True)
+    data.add_argument("--csv", type=Path, help="one column per input point id ('-': stdin)")
+    data.add_argument("--export", type=Path, help="`edgetwin buffer export` lines ('-': stdin)")
+    train.add_argument("--inputs", required=True, help="input point ids in model order, a,b,c")
+    train.add_argument("--kind", choices=["robust", "iforest"], default="robust")
+    train.add_argument("--false-alarm-rate", type=float, default=0.001,
+                       help="share of healthy scores above the threshold (before --margin)")
+    train.add_argument("--margin", type=float,
+                       help="threshold multiplier, >= 1 (default 1.1 robust, 1.0 iforest)")
+    train.add_argument("--tail", choices=["both", "upper"], default="both",
+                       help="robust: count deviations both ways, or only increases")
+    train.add_argument("--trees", type=int, default=100, help="iforest: number of trees")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--raise-after", type=int, default=3, help="suggested hysteresis")
+    train.add_argument("--clear-after", type=int, default=5, help="suggested hysteresis")
+    train.add_argument("--out", type=Path, required=True, help="NAME.onnx to write")
+    train.set_defaults(func=cmd_train)
 
     cert = sub.add_parser("opcua-cert", help="make the gateway's OPC UA certificate and key")
     cert.add_argument("--out", type=Path, default=Path("/etc/edgetwin/opcua"))
