@@ -20,7 +20,7 @@ IndexArray = npt.NDArray[np.intp]
 
 # Bins either side of its peak bin over which a window spreads a pure tone: summed, they hold
 # its power whatever its position between bins (Hann: 99.9 %), so no scalloping correction
-# is needed. A rectangular window leaks further; 3 bins hold about 90 % of an off-bin tone.
+# is needed. A rectangular window leaks further; 3 bins hold 85 % of a tone between bins.
 MAIN_LOBE_HALF_WIDTH = {WindowFn.RECT: 1, WindowFn.HANN: 2, WindowFn.HAMMING: 2,
                         WindowFn.BLACKMAN: 3}
 # Bins at the bottom of a windowed spectrum that a constant (the envelope's mean) reaches:
