@@ -53,7 +53,6 @@ def estimate_shaft_hz(power: Array, velocity_weights: Array, df_hz: float, lo_bi
     if not local_max.any():
         return None
     strongest = lo_bin + int(np.argmax(np.where(local_max, inner, 0.0)))
-    top = strongest + _vertex(power, strongest)
 
     region = power[:HARMONICS * hi_bin + 3]  # every bin the candidates' harmonics can reach
     floor = _median(region[lo_bin:])
@@ -62,35 +61,42 @@ def estimate_shaft_hz(power: Array, velocity_weights: Array, df_hz: float, lo_bi
     peaks[1:-1] = np.where((middle >= region[:-2]) & (middle >= region[2:]), middle, 0.0)
     near_peak = peaks.copy()  # a harmonic of a speed between bins lands between bins too
     near_peak[1:-1] = np.maximum(np.maximum(peaks[:-2], peaks[1:-1]), peaks[2:])
+    # A handful of scalar steps follow: Python floats beat numpy scalars at that.
+    bins: list[float] = region.tolist()
+    near: list[float] = near_peak.tolist()
 
+    top = strongest + _vertex(bins, strongest)
     best_score, best = -math.inf, top
     for divisor in range(1, HARMONICS + 1):
         candidate = top / divisor
         if divisor > 1 and candidate < lo_bin:
             break
-        score = sum(math.log(float(near_peak[round(h * candidate)]) + floor)
-                    for h in range(1, HARMONICS + 1))
+        score = 0.0
+        for h in range(1, HARMONICS + 1):
+            score += math.log(near[round(h * candidate)] + floor)
         if score > best_score:
             best_score, best = score, candidate
-    if near_peak[round(best)] < PROMINENCE * floor:
+    if near[round(best)] < PROMINENCE * floor:
         return None
-    return _refine(power, best, floor) * df_hz
+    return _refine(bins, best, floor) * df_hz
 
 
-def _refine(power: Array, first: float, floor: float) -> float:
+def _refine(bins: list[float], first: float, floor: float) -> float:
     """Least-squares 1x position, in bins, from the interpolated peaks of prominent harmonics."""
-    last = power.size - 1
+    last = len(bins) - 1
     numerator = denominator = 0.0
     for h in range(1, HARMONICS + 1):
         guess = round(h * first)
-        lo, hi = max(1, guess - 1), min(last - 1, guess + 1)
-        peak = lo + int(np.argmax(power[lo:hi + 1]))
-        if power[peak] < PROMINENCE * floor:
+        peak = max(1, guess - 1)
+        for k in range(peak + 1, min(last - 1, guess + 1) + 1):
+            if bins[k] > bins[peak]:
+                peak = k
+        if bins[peak] < PROMINENCE * floor:
             continue
-        position = peak + _vertex(power, peak)
+        position = peak + _vertex(bins, peak)
         # Fit position_h = h * speed, each harmonic weighted by its power (its SNR).
-        numerator += float(power[peak]) * h * position
-        denominator += float(power[peak]) * h * h
+        numerator += bins[peak] * h * position
+        denominator += bins[peak] * h * h
     return numerator / denominator if denominator else first
 
 
@@ -100,9 +106,11 @@ def _median(values: Array) -> float:
     return float(np.partition(values, middle)[middle])
 
 
-def _vertex(power: Array, peak: int) -> float:
+def _vertex(bins: list[float], peak: int) -> float:
     """Offset (-0.5..0.5 bins) of a peak: a parabola through the log powers of three bins."""
-    a, b, c = (math.log(float(power[k]) + _TINY) for k in (peak - 1, peak, peak + 1))
+    a = math.log(bins[peak - 1] + _TINY)
+    b = math.log(bins[peak] + _TINY)
+    c = math.log(bins[peak + 1] + _TINY)
     curvature = a - 2.0 * b + c
     if curvature >= 0.0:  # not a peak (flat or a trough); keep the bin
         return 0.0
