@@ -133,9 +133,13 @@ def test_missing_envelope_band_is_a_problem_for_bearing_lines() -> None:
 def test_velocity_needs_a_rate_above_2_khz_and_fine_enough_bins() -> None:
     """10-1000 Hz cannot be integrated from a 1.5 kHz waveform or from 500 Hz bins."""
     entry = VibrationConfig(point="p/v", features=("velocity_rms",))
-    assert "above 2000 Hz, not 1500 Hz" in dict(plan_problems(entry, 1500.0))[("features",)]
+    assert dict(plan_problems(entry, 1500.0))[("features",)] == (
+        "velocity_rms and iso_zone integrate 10-1000 Hz, which reaches the Nyquist frequency"
+        " (750 Hz) of this 1500 Hz waveform"
+    )
     coarse = VibrationConfig(point="p/v", window=64, features=("iso_zone",))
-    assert "too coarse" in dict(plan_problems(coarse, 32000.0))[("window",)]
+    assert "spans fewer than 8 bins of 500 Hz (64 samples at 32000 Hz)" in dict(
+        plan_problems(coarse, 32000.0))[("features",)]
     assert plan_problems(entry, FS) == []
 
 

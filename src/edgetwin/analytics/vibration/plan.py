@@ -195,60 +195,70 @@ def plan_problems(config: VibrationConfig, sample_rate_hz: float,
     Key paths are relative to the ``vibration:`` entry, so the config checker can prefix
     ``("vibration", i)`` and report them with file and line like its other checks.
     """
-    problems: list[tuple[KeyPath, str]] = []
     if not (math.isfinite(sample_rate_hz) and sample_rate_hz > 0):
         return [(("point",), f"sample rate {sample_rate_hz!r} Hz is not a positive number")]
-    nyquist_hz = sample_rate_hz / 2
-    n = config.window
-    df_hz = sample_rate_hz / n
-    features = config.features
+    problems: list[tuple[KeyPath, str]] = []
     seen: set[VibrationFeature] = set()
-    for i, feature in enumerate(features):
+    for i, feature in enumerate(config.features):
         if feature in seen:
             problems.append((("features", i), f"{feature.value} is listed twice"))
         seen.add(feature)
-    defects = [f.value for f in features if f.value in bearing.DEFECTS]
+    defects = ", ".join(f.value for f in config.features if f.value in bearing.DEFECTS)
     if defects and config.bearing is None:
-        problems.append((("bearing",), f"{', '.join(defects)} need the bearing geometry"
+        problems.append((("bearing",), f"{defects} need the bearing geometry"
                          " (n_balls, ball_diameter, pitch_diameter)"))
     if defects and config.envelope_band is None:
-        problems.append((("envelope_band",), f"{', '.join(defects)} need envelope_band: the"
-                         " resonance band [low, high] in Hz to demodulate"))
+        problems.append((("envelope_band",), f"{defects} need envelope_band: the resonance"
+                         " band [low, high] in Hz to demodulate"))
     if config.envelope_band is not None:
         lo_hz, hi_hz = config.envelope_band
-        if hi_hz >= nyquist_hz:
-            problems.append((("envelope_band",), f"[{lo_hz:g}, {hi_hz:g}] Hz reaches the"
-                             f" Nyquist frequency ({nyquist_hz:g} Hz) of this"
-                             f" {sample_rate_hz:g} Hz waveform"))
-        elif (hi_hz - lo_hz) / df_hz < MIN_BAND_BINS:
-            problems.append((("envelope_band",), f"[{lo_hz:g}, {hi_hz:g}] Hz spans fewer than"
-                             f" {MIN_BAND_BINS} bins of {df_hz:.3g} Hz; widen it or the"
-                             " window"))
+        why = _unmeasurable(lo_hz, hi_hz, sample_rate_hz, config.window)
+        if why:
+            problems.append((("envelope_band",), f"[{lo_hz:g}, {hi_hz:g}] Hz {why}"))
     if F.VELOCITY_RMS in seen or F.ISO_ZONE in seen:
         lo_hz, hi_hz = VELOCITY_BAND_HZ
-        if nyquist_hz <= hi_hz:
+        why = _unmeasurable(lo_hz, hi_hz, sample_rate_hz, config.window)
+        if why:
             problems.append((("features",), f"velocity_rms and iso_zone integrate"
-                             f" {lo_hz:g}-{hi_hz:g} Hz: they need a sample rate above"
-                             f" {2 * hi_hz:g} Hz, not {sample_rate_hz:g} Hz"))
-        elif (hi_hz - lo_hz) / df_hz < MIN_BAND_BINS:
-            problems.append((("window",), f"{n} samples at {sample_rate_hz:g} Hz give"
-                             f" {df_hz:.3g} Hz bins, too coarse for the {lo_hz:g}-{hi_hz:g}"
-                             " Hz velocity band"))
+                             f" {lo_hz:g}-{hi_hz:g} Hz, which {why}"))
     if F.BAND_ENERGY in seen:
-        for band in bands if bands is not None else default_bands(config, sample_rate_hz):
-            if not 0 < band.lo_hz < band.hi_hz < nyquist_hz:
-                problems.append((("features",), f"band {band.lo_hz:g}-{band.hi_hz:g} Hz must"
-                                 f" lie inside 0-{nyquist_hz:g} Hz with low < high"))
-            elif bin_range(band.lo_hz, band.hi_hz, df_hz)[0] > bin_range(
-                    band.lo_hz, band.hi_hz, df_hz)[1]:
-                problems.append((("features",), f"band {band.lo_hz:g}-{band.hi_hz:g} Hz holds"
-                                 f" no bin of {df_hz:.3g} Hz"))
-    needs_shaft = bool(defects) or F.HARMONICS_1X_3X in seen
-    lo_bin, hi_bin = _speed_bins(n, df_hz)
-    if needs_shaft and config.machine.shaft_hz_point is None and lo_bin > hi_bin:
-        problems.append((("machine", "shaft_hz_point"), f"without a speed point the running"
-                         f" speed is estimated from the spectrum, which {df_hz:.3g} Hz bins"
-                         " cannot resolve: set shaft_hz_point or lengthen the window"))
+        problems.extend(_band_problems(
+            bands if bands is not None else default_bands(config, sample_rate_hz),
+            sample_rate_hz, config.window))
+    lo_bin, hi_bin = _speed_bins(config.window, sample_rate_hz / config.window)
+    if ((defects or F.HARMONICS_1X_3X in seen) and config.machine.shaft_hz_point is None
+            and lo_bin > hi_bin):
+        problems.append((("machine", "shaft_hz_point"), "without a speed point the running"
+                         " speed is estimated from the spectrum, which"
+                         f" {sample_rate_hz / config.window:.3g} Hz bins cannot resolve:"
+                         " set shaft_hz_point or lengthen the window"))
+    return problems
+
+
+def _unmeasurable(lo_hz: float, hi_hz: float, sample_rate_hz: float, n: int) -> str | None:
+    """Why the band ``[lo_hz, hi_hz]`` cannot be analysed in windows of ``n``, or None."""
+    if hi_hz >= sample_rate_hz / 2:
+        return (f"reaches the Nyquist frequency ({sample_rate_hz / 2:g} Hz) of this"
+                f" {sample_rate_hz:g} Hz waveform")
+    df_hz = sample_rate_hz / n
+    if (hi_hz - lo_hz) / df_hz < MIN_BAND_BINS:
+        return (f"spans fewer than {MIN_BAND_BINS} bins of {df_hz:.3g} Hz ({n} samples at"
+                f" {sample_rate_hz:g} Hz): widen it or the window")
+    return None
+
+
+def _band_problems(bands: Iterable[Band], sample_rate_hz: float, n: int
+                   ) -> list[tuple[KeyPath, str]]:
+    """Bands for ``band_energy`` that lie outside 0..Nyquist or hold no bin."""
+    problems: list[tuple[KeyPath, str]] = []
+    for band in bands:
+        lo_bin, hi_bin = bin_range(band.lo_hz, band.hi_hz, sample_rate_hz / n)
+        if not 0 < band.lo_hz < band.hi_hz < sample_rate_hz / 2:
+            problems.append((("features",), f"band {band.lo_hz:g}-{band.hi_hz:g} Hz must lie"
+                             f" inside 0-{sample_rate_hz / 2:g} Hz with low < high"))
+        elif lo_bin > hi_bin:
+            problems.append((("features",), f"band {band.lo_hz:g}-{band.hi_hz:g} Hz holds no"
+                             f" bin of {sample_rate_hz / n:.3g} Hz"))
     return problems
 
 
