@@ -182,6 +182,8 @@ def test_accel_unit_reads_the_waveform_unit() -> None:
     (np.ones(4095), "too_short", "4095 samples; the window needs 4096"),
     (np.zeros(4096), "no_signal", "flat"),
     (np.full(4096, 0.731), "no_signal", "flat"),
+    (np.r_[np.zeros(4095), 1e-200], "no_signal", "flat"),
+    (np.r_[np.zeros(4095), 1e200], "out_of_range", "reaches 1e.200"),
 ])
 def test_unusable_waveforms_raise_feature_error_with_a_code(waveform: Any, code: str,
                                                             message: str) -> None:

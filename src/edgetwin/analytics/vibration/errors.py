@@ -6,7 +6,7 @@ from edgetwin.core.errors import EdgetwinError
 
 
 class FeatureError(EdgetwinError):
-    """A waveform that cannot yield features: wrong shape, too short, NaN or inf, no signal.
+    """A waveform that cannot yield features: wrong shape, too short, NaN, flat, absurd range.
 
     The analytics stage counts it under ``code`` (a stable label for
     ``edgetwin_errors_total{error_code=...}``), logs it rate-limited and skips the waveform;

@@ -70,7 +70,7 @@ def extract(plan: VibrationPlan, waveform: Any, shaft_hz: float | None = None) -
 
     Raises:
         FeatureError: the waveform is unusable as a whole (shape, length, NaN or inf,
-            flat); its ``code`` names which.
+            flat, out of any sensor's range); its ``code`` names which.
     """
     n = plan.window_samples
     samples = checked_waveform(waveform, n)

@@ -15,6 +15,11 @@ Array = npt.NDArray[np.float64]
 # rounding: the sensor is stuck or disconnected, and a crest factor or kurtosis of rounding
 # noise would be a confident-looking lie.
 FLAT_SPAN = 1e-12
+# Outside these magnitudes fourth powers and squared FFT sums would overflow or underflow
+# float64; no accelerometer reads 1e60 g or resolves 1e-60 g, so such samples are a decoding
+# or scaling error, refused rather than turned into inf or a division by zero.
+MAX_MAGNITUDE = 1e60
+MIN_SPAN = 1e-60
 
 
 def checked_waveform(waveform: Any, min_samples: int) -> Array:
@@ -64,13 +69,18 @@ def demeaned(rows: Array) -> Array:
 
 
 def require_signal(samples: Array) -> None:
-    """Refuse a flat waveform (all zero, constant, stuck) that would give meaningless ratios.
+    """Refuse a flat waveform (all zero, constant, stuck) or one no sensor could produce.
 
     Raises:
-        FeatureError: ``no_signal``.
+        FeatureError: ``no_signal`` (flat) or ``out_of_range`` (beyond ``MAX_MAGNITUDE``).
     """
     high, low = float(samples.max()), float(samples.min())
-    if high - low <= FLAT_SPAN * max(abs(high), abs(low)):
+    magnitude = max(abs(high), abs(low))
+    if magnitude > MAX_MAGNITUDE:
+        raise FeatureError("out_of_range", f"waveform reaches {magnitude:.3g}: no acceleration"
+                           " is that large (a decoding or scale error?)")
+    span = high - low
+    if span <= FLAT_SPAN * magnitude or span < MIN_SPAN:
         raise FeatureError(
             "no_signal", "waveform is flat (all samples equal: zero, stuck or disconnected)"
         )
