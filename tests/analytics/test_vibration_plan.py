@@ -90,9 +90,11 @@ def test_defect_orders_reproduce_the_cwru_multiples() -> None:
 def test_plan_arrays_are_read_only() -> None:
     """One plan serves several executor threads: nothing in it can be changed in place."""
     plan = build_plan(full_entry(), FS)
-    for array in (plan.window, plan.power_scale, plan.velocity_weights):
+    assert plan.envelope is not None
+    for array in (plan.window, plan.power_scale, plan.velocity_weights, plan.band_lo,
+                  plan.band_hi, plan.defect_orders, plan.envelope.gains):
         with pytest.raises(ValueError, match="read-only"):
-            array[0] = 1.0
+            array[0] = 1
 
 
 def test_compute_features_keeps_one_plan_per_entry_and_rate() -> None:

@@ -317,8 +317,10 @@ def build_plan(config: VibrationConfig, sample_rate_hz: float, *,
     scale = power_scale(window)
     weights = velocity_weights(freq_hz, unit.to_m_s2)
     half_width = MAIN_LOBE_HALF_WIDTH[config.window_fn]
-    arrays = (window, scale, weights)
-    for array in arrays:
+    band_lo = np.array([lo for lo, _ in edges], dtype=np.intp)
+    band_hi = np.array([hi for _, hi in edges], dtype=np.intp)
+    orders_array = np.array(defect_orders, dtype=np.float64)
+    for array in (window, scale, weights, band_lo, band_hi, orders_array):
         array.flags.writeable = False
     return VibrationPlan(
         config=config,
@@ -336,11 +338,11 @@ def build_plan(config: VibrationConfig, sample_rate_hz: float, *,
         velocity_bins=bin_range(*VELOCITY_BAND_HZ, df_hz),
         velocity_weights=weights,
         bands=band_list,
-        band_lo=np.array([lo for lo, _ in edges], dtype=np.intp),
-        band_hi=np.array([hi for _, hi in edges], dtype=np.intp),
+        band_lo=band_lo,
+        band_hi=band_hi,
         envelope=envelope,
         defect_features=tuple(defect_names),
-        defect_orders=np.array(defect_orders, dtype=np.float64),
+        defect_orders=orders_array,
         speed_bins=_speed_bins(n, df_hz),
         highest_line_hz=(n // 2 - half_width) * df_hz,
         highest_envelope_hz=highest_envelope_hz,
