@@ -28,13 +28,22 @@ import numpy as np
 import structlog
 
 from edgetwin import __version__
+from edgetwin.analytics.stage import (
+    AnomalyStage,
+    VibrationStage,
+    WaveformSource,
+    anomaly_points,
+    feature_points,
+)
 from edgetwin.config import GatewayConfig, InvalidConfig, SourceConfig, load_config
 from edgetwin.core.counter import write_atomically
 from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import (
     Command,
+    Delta,
     PointSpec,
     Quality,
+    Record,
     Sample,
     Verdict,
     asset_of,
@@ -66,8 +75,8 @@ STOP_SOURCE_S = 1.0
 
 
 def point_specs(config: GatewayConfig) -> dict[str, PointSpec]:
-    """What the twin needs of every configured point."""
-    return {
+    """What the twin needs of every configured point, and of every derived one."""
+    specs = {
         point.id: PointSpec(
             point=point.id,
             source=source.name,
@@ -79,6 +88,28 @@ def point_specs(config: GatewayConfig) -> dict[str, PointSpec]:
         for source in config.sources
         for point in source.points
     }
+    sources = waveform_sources(config)
+    for entry in config.vibration:
+        wave = specs.get(entry.point)
+        if wave is None or entry.point not in sources:
+            continue
+        for pid in feature_points(entry, sources[entry.point]):
+            specs[pid] = PointSpec(pid, wave.source, stale_after_s=wave.stale_after_s)
+    for pid in anomaly_points(config.anomaly):
+        specs[pid] = PointSpec(pid, "anomaly")
+    return specs
+
+
+def waveform_sources(config: GatewayConfig) -> dict[str, WaveformSource]:
+    """The sample rate and unit of every waveform point a ``vibration:`` entry names."""
+    points = config.points()
+    out = {}
+    for entry in config.vibration:
+        _source, point = points[entry.point]
+        waveform = getattr(point, "waveform", None)
+        if waveform is not None:
+            out[entry.point] = WaveformSource(float(waveform.sample_rate), waveform.unit)
+    return out
 
 
 class Daemon:
@@ -116,6 +147,9 @@ class Daemon:
         )
         self._points = t.gauge("edgetwin_twin_points", "Points in the twin", ("quality",))
 
+        self.vibration: VibrationStage | None = None
+        self.anomaly: AnomalyStage | None = None
+        self._build_analytics(config)
         state_dir = config.gateway.state_dir
         self._state_lock = lock_state_dir(state_dir)
         try:
@@ -178,6 +212,8 @@ class Daemon:
         deadline = time.monotonic() + STOP_BUDGET_S
         for name in list(self._sources):
             await self._stop_source(name)
+        if self.vibration is not None:
+            await self.vibration.close()
         await self._flush_stale()
         self._sync_stop.set()
         if self._sync_task is not None:
@@ -255,12 +291,52 @@ class Daemon:
         self._samples.labels(source).inc(len(batch))
         scalars = [s for s in batch if not isinstance(s.value, np.ndarray)]
         if len(scalars) != len(batch):
-            # Waveforms are for the analytics stage (a later issue), not for the twin.
-            self._waveforms.inc(len(batch) - len(scalars))
-        deltas = self.twin.apply(scalars)
-        if deltas:
-            self._deltas.inc(len(deltas))
-            await self.outbox.put(deltas)
+            for sample in batch:
+                if not isinstance(sample.value, np.ndarray):
+                    continue
+                if self.vibration is not None and self.vibration.handles(sample.point):
+                    self.vibration.offer(sample)  # features come back through _ingest_derived
+                else:
+                    self._waveforms.inc()
+        await self._ingest_derived(scalars)
+
+    async def _ingest_derived(self, samples: Sequence[Sample]) -> None:
+        """Samples into the twin; models whose inputs changed are scored; all into the outbox."""
+        deltas = self.twin.apply(samples)
+        items: list[Delta | Record] = list(deltas)
+        if deltas and self.anomaly is not None:
+            changed = [f"{d.asset}/{name}" for d in deltas for name in d.changes]
+            scores, alarms = self.anomaly.update(changed, self.twin.get)
+            if scores:
+                items += self.twin.apply(scores)
+            items += alarms
+        if items:
+            self._deltas.inc(sum(1 for i in items if isinstance(i, Delta)))
+            await self.outbox.put(items)
+
+    def _speed_of(self, point: str) -> float | None:
+        """A running-speed point's trusted value (Hz), or None to have it estimated."""
+        state = self.twin.get(point)
+        if state is None or state.quality not in (Quality.GOOD, Quality.UNCERTAIN):
+            return None
+        value = state.value
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+            else None
+
+    def _build_analytics(self, config: GatewayConfig) -> None:
+        """The vibration and anomaly stages of ``config`` (each only when configured)."""
+        sources = waveform_sources(config)
+        entries = [e for e in config.vibration if e.point in sources]
+        for entry in config.vibration:
+            if entry.point not in sources:
+                self.telemetry.emit_error(
+                    "vibration", "not_a_waveform", "start",
+                    f"vibration entry {entry.point}: the point is not a waveform point",
+                    point=entry.point)
+        self.vibration = VibrationStage(entries, sources, self.telemetry, self._ingest_derived,
+                                        self._speed_of) if entries else None
+        self.anomaly = AnomalyStage(config.anomaly, self.telemetry,
+                                    self.config_path.parent) if config.anomaly else None
 
     # -- sync ----------------------------------------------------------------------------------
 
@@ -426,6 +502,9 @@ class Daemon:
             "outbox": {**dataclasses.asdict(self.outbox.stats()),
                        "max_bytes": self.config.buffer.max_bytes},
             "broker": self.session.status() if self.session else None,
-            "alarms": self.outbox.active_alarms(),
+            "alarms": self.outbox.active_alarms() + [
+                m for m in (self.anomaly.status() if self.anomaly else []) if m.get("alarm_active")
+            ],
+            "models": self.anomaly.status() if self.anomaly else [],
         }
 

@@ -16,7 +16,7 @@ import structlog
 
 from edgetwin import __version__
 from edgetwin.config import InvalidConfig, gateway_model, load_config
-from edgetwin.core.errors import SourceUnavailable, StoreError
+from edgetwin.core.errors import ConfigError, SourceUnavailable, StoreError
 from edgetwin.daemon.app import RUN_FILE, Daemon
 from edgetwin.daemon.status_table import render_status
 from edgetwin.outbox.durable import DB_FILE
@@ -78,6 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StoreError as err:
         log.error("Cannot open the state directory", error=str(err))
         return EX_CANTCREAT
+    except ConfigError as err:  # found only when building: a model file, a vibration plan
+        log.error("Configuration cannot be used", error=str(err))
+        return EX_CONFIG
     except KeyboardInterrupt:
         return EX_OK
 
