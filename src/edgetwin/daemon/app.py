@@ -37,6 +37,7 @@ from edgetwin.analytics.stage import (
 )
 from edgetwin.config import GatewayConfig, InvalidConfig, SourceConfig, load_config
 from edgetwin.core.counter import write_atomically
+from edgetwin.core.errors import ConfigError
 from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import (
     Command,
@@ -314,6 +315,21 @@ class Daemon:
             self._deltas.inc(sum(1 for i in items if isinstance(i, Delta)))
             await self.outbox.put(items)
 
+    async def _reload_analytics(self, old: GatewayConfig, new: GatewayConfig) -> None:
+        """SIGHUP: models are read again (a new file takes effect); changed entries rebuilt."""
+        if new.vibration == old.vibration and new.anomaly == old.anomaly:
+            if self.anomaly is not None:
+                log.info("Anomaly models reloaded", sha256=self.anomaly.reload())
+            return
+        if self.vibration is not None:
+            await self.vibration.close()
+        try:
+            self._build_analytics(new)
+        except ConfigError as err:
+            self.telemetry.emit_error("daemon", "analytics_invalid", "reload", err,
+                                      message="Analytics cannot be built; running without them")
+            self.vibration = self.anomaly = None
+
     def _speed_of(self, point: str) -> float | None:
         """A running-speed point's trusted value (Hz), or None to have it estimated."""
         state = self.twin.get(point)
@@ -448,6 +464,7 @@ class Daemon:
         if new.gateway.log_format != old.gateway.log_format:
             configure_logging(new.gateway.log_format.value)
         self.config = new
+        await self._reload_analytics(old, new)
         self.twin.update_specs(point_specs(new))
         wanted = {s.name: s for s in new.sources}
         changed = [n for n, (c, _) in self._sources.items() if wanted.get(n) != c]
