@@ -107,8 +107,8 @@ def test_features_flow_and_a_growing_bearing_fault_raises_the_alarm_early(
     rec = recorder_factory("edgetwin/v1/gw-an/#")
     try:
         gateway.start()
-        # About 150 plant seconds of healthy captures, each scored.
-        rec.wait_for(lambda m: len(scores(rec)) >= 150, timeout_s=60)
+        # About 400 plant seconds of healthy captures, each scored.
+        rec.wait_for(lambda m: len(scores(rec)) >= 400, timeout_s=90)
         first = next(m.json()["state"] for m in rec.on("/pump1/reported")
                      if "vib_de.velocity_rms" in m.json()["state"])
         assert 0 < first["vib_de.velocity_rms"]["v"] < 2.8  # ISO zone A/B for a healthy pump
