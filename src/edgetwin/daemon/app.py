@@ -38,6 +38,7 @@ from edgetwin.analytics.stage import (
 from edgetwin.config import GatewayConfig, InvalidConfig, SourceConfig, load_config
 from edgetwin.core.counter import write_atomically
 from edgetwin.core.errors import ConfigError
+from edgetwin.core.ports import Source
 from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import (
     Command,
@@ -46,7 +47,9 @@ from edgetwin.core.types import (
     Quality,
     Record,
     Sample,
+    Value,
     Verdict,
+    WriteOutcome,
     asset_of,
 )
 from edgetwin.daemon.statelock import lock_state_dir
@@ -133,6 +136,7 @@ class Daemon:
         self.reload_event = asyncio.Event()
         self.started_ns = time.time_ns()
         self._sources: dict[str, tuple[SourceConfig, asyncio.Task[None] | None]] = {}
+        self._live: dict[str, Source] = {}  # running source instances, by name
         self._group: asyncio.TaskGroup | None = None
         self._heartbeat = time.monotonic()
         self.http: HttpEndpoint | None = None
@@ -270,14 +274,20 @@ class Daemon:
             return
         factory = spec.factory
         health.mark("starting", None)
+        def make() -> Source:
+            source = factory(config)
+            self._live[config.name] = source  # the instance the policy's writes go to
+            return source
+
         task = self._group.create_task(
-            supervise(lambda: factory(config), functools.partial(self._ingest, config.name),
-                      health, self.telemetry),
+            supervise(make, functools.partial(self._ingest, config.name), health,
+                      self.telemetry),
             name=f"source[{config.name}]",
         )
         self._sources[config.name] = (config, task)
 
     async def _stop_source(self, name: str) -> None:
+        self._live.pop(name, None)
         _config, task = self._sources.pop(name)
         if task is not None and not await cancel_and_wait(task, STOP_SOURCE_S):
             self.telemetry.emit_error(
@@ -329,6 +339,14 @@ class Daemon:
             self.telemetry.emit_error("daemon", "analytics_invalid", "reload", err,
                                       message="Analytics cannot be built; running without them")
             self.vibration = self.anomaly = None
+
+    async def _write(self, point: str, value: Value) -> WriteOutcome:
+        """The one route from the gateway to a device; only the safety policy calls it."""
+        spec = self.twin.spec(point)
+        source = self._live.get(spec.source) if spec is not None else None
+        if source is None:
+            return WriteOutcome(False, f"the source of {point} is not running")
+        return await source.write(point, value)
 
     def _speed_of(self, point: str) -> float | None:
         """A running-speed point's trusted value (Hz), or None to have it estimated."""

@@ -88,6 +88,10 @@ class TwinStore:
         """Current state of one point."""
         return self._points.get(point)
 
+    def spec(self, point: str) -> PointSpec | None:
+        """What the twin knows of a configured point (its source, writability, deadband)."""
+        return self._specs.get(point)
+
     def qualities(self) -> dict[str, int]:
         """How many points have each quality, for status."""
         counts = {q.value: 0 for q in Quality}
