@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -305,9 +306,9 @@ class BufferConfig(Model):
 
 
 class RateLimit(Model):
-    """Command rate limit."""
+    """Command rate limit: writes (attempted, not selects) per point in any 60 s window."""
 
-    per_point_per_minute: int = Field(default=6, ge=1)
+    per_point_per_minute: int = Field(default=6, ge=1, le=600)
 
 
 class Confirm(enum.Enum):
@@ -317,22 +318,74 @@ class Confirm(enum.Enum):
     SELECT_BEFORE_OPERATE = "select_before_operate"
 
 
+class ValueType(enum.Enum):
+    """The type a command's value must have (after lossless coercion) to be written."""
+
+    BOOL = "bool"
+    INT = "int"
+    FLOAT = "float"
+    STRING = "string"
+
+
+def _finite(name: str, number: float | None) -> None:
+    # pydantic accepts .nan and .inf for floats; a NaN bound would compare false and pass all.
+    if number is not None and not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, not {number!r}")
+
+
 class CommandRule(Model):
-    """What a command may do to one point."""
+    """What a command may do to one point.
+
+    ``type`` says what the value must be; without it the type of the point's current twin
+    value is used (and a point with no current value cannot be written). ``min``/``max``/
+    ``max_step`` apply to numbers only; ``allowed`` lists the only values accepted.
+    """
 
     point: PointId
+    type: ValueType | None = None
     min: float | None = None
     max: float | None = None
-    allowed: tuple[float | bool | str, ...] | None = None
+    # bool first: pydantic's smart union keeps true a bool and 1 an int, 1.5 a float.
+    allowed: tuple[bool | int | float | str, ...] | None = Field(default=None, min_length=1)
     max_step: float | None = Field(default=None, gt=0)
-    interlock: str | None = None
+    interlock: str | None = Field(default=None, min_length=1, max_length=1000)
     confirm: Confirm = Confirm.NONE
 
     @model_validator(mode="after")
-    def _range_ordered(self) -> CommandRule:
+    def _consistent(self) -> CommandRule:
+        _finite("min", self.min)
+        _finite("max", self.max)
+        _finite("max_step", self.max_step)
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
+        numeric = (self.min, self.max, self.max_step) != (None, None, None)
+        if numeric and self.type in (ValueType.BOOL, ValueType.STRING):
+            raise ValueError(f"min, max and max_step apply to numbers, not to type "
+                             f"{self.type.value}")
+        for value in self.allowed or ():
+            if isinstance(value, float):
+                _finite("an allowed value", value)
+            if self.type is not None and not _fits(value, self.type):
+                raise ValueError(f"allowed value {value!r} is not of type {self.type.value}")
         return self
+
+
+def _fits(value: bool | float | str, value_type: ValueType) -> bool:
+    """Whether a configured value (from ``allowed``) can be a value of ``value_type``."""
+    if isinstance(value, bool):
+        return value_type is ValueType.BOOL
+    if isinstance(value, str):
+        return value_type is ValueType.STRING
+    if value_type is ValueType.INT:
+        return isinstance(value, int) or value.is_integer()
+    return value_type is ValueType.FLOAT
+
+
+class AuditConfig(Model):
+    """The command audit log in ``state_dir``: rotated by size, the newest files kept."""
+
+    max_bytes: Bytes = Field(default=8 * 2**20, ge=64 * 1024)  # per file
+    keep: int = Field(default=8, ge=1, le=1000)  # rotated files kept besides the current one
 
 
 class CommandsConfig(Model):
@@ -342,8 +395,26 @@ class CommandsConfig(Model):
     require_signature: bool = True
     keys: dict[Name, Path] = Field(default_factory=dict)
     max_age: Seconds = 30.0
+    # How far the sender's clock may be ahead of the gateway's (issued_at in the future)
+    # and the oldest command's age beyond max_age; also how far the gateway's own clock may
+    # step back before writes are refused.
+    clock_skew: Seconds = Field(default=5.0, le=300)
+    select_timeout: Seconds = Field(default=10.0, le=300)  # a select's token lives this long
+    # The longest a device write (with its read-back) may take before it counts as failed.
+    write_timeout: Seconds = Field(default=10.0, le=300)
+    max_remembered_ids: int = Field(default=100_000, ge=100, le=10_000_000)
     rate_limit: RateLimit = RateLimit()
+    audit: AuditConfig = AuditConfig()
     rules: tuple[CommandRule, ...] = ()
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _no_empty_key_path(cls, keys: Any) -> Any:
+        if isinstance(keys, dict):
+            for name, path in keys.items():
+                if isinstance(path, str) and not path.strip():
+                    raise ValueError(f"key {name!r} has an empty path")
+        return keys
 
 
 class MetricsConfig(Model):
@@ -421,9 +492,11 @@ __all__ = [
     "NAME_PATTERN",
     "POINT_ID_PATTERN",
     "AnomalyConfig",
+    "AuditConfig",
     "BufferConfig",
     "CommandRule",
     "CommandsConfig",
+    "Confirm",
     "GatewayConfig",
     "GatewaySection",
     "HealthConfig",
@@ -436,10 +509,12 @@ __all__ = [
     "PointConfig",
     "PointId",
     "Port",
+    "RateLimit",
     "Scheme",
     "Seconds",
     "SourceConfig",
     "SyncConfig",
+    "ValueType",
     "VibrationConfig",
     "gateway_model",
 ]

@@ -14,6 +14,7 @@ def semantic_problems(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
     yield from _unique_sources(config)
     yield from _unique_points(config)
     yield from _references(config)
+    yield from _interlocks(config)
 
 
 # Who may share a resource, by its kind (the text before the first colon).
@@ -89,3 +90,24 @@ def _references(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
     commands = config.commands
     if commands.enabled and commands.require_signature and not commands.keys:
         yield ("commands", "keys"), "commands are enabled with require_signature but no keys"
+
+
+def _interlocks(config: GatewayConfig) -> Iterator[tuple[KeyPath, str]]:
+    """Every interlock parses into the allowed constructs and reads configured scalar points."""
+    # The parser belongs to the safety package, which evaluates what it parses; imported
+    # here, when a config is checked, so config does not depend on safety when imported.
+    from edgetwin.safety.interlock import InterlockError, parse_interlock
+
+    by_id = config.points()
+    for i, rule in enumerate(config.commands.rules):
+        if rule.interlock is None:
+            continue
+        where = ("commands", "rules", i, "interlock")
+        try:
+            interlock = parse_interlock(rule.interlock, by_id.__contains__)
+        except InterlockError as err:
+            yield where, f"{err} (in {rule.interlock!r})"
+            continue
+        for point in interlock.points:
+            if getattr(by_id[point][1], "waveform", None) is not None:
+                yield where, f"point {point!r} is a waveform; an interlock reads single values"

@@ -222,6 +222,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Make an Ed25519 key pair for signing commands: NAME.key (0600) and NAME.pub."""
+    from edgetwin.safety.signing import generate_keypair
+
+    try:
+        pair = generate_keypair(args.out, args.name, force=args.force)
+    except OSError as err:
+        print(f"edgetwin keygen: {err}", file=sys.stderr)
+        return EX_CANTCREAT
+    print(f"private key: {pair.private} (mode 0600; keep it with the signer)\n"
+          f"public key:  {pair.public}\n\nOn the gateway, in the config:\n"
+          f"    commands:\n      keys: {{{args.name}: /etc/edgetwin/keys/{pair.public.name}}}")
+    return EX_OK
+
+
+def _command_value(text: str) -> bool | int | float | str:
+    """--value as JSON (true, 1450, 1450.0, "auto"); anything that is not JSON is a string."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(value, bool | int | float | str):
+        raise ValueError(f"--value {text!r}: a value is a boolean, a number or a string")
+    return value
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Print a signed cmd (or desired) payload, ready to publish."""
+    from edgetwin.safety.signing import (
+        load_private_key,
+        signed_cmd_payload,
+        signed_desired_payload,
+    )
+
+    try:
+        key = load_private_key(args.key)
+        value = _command_value(args.value)
+    except ValueError as err:
+        print(f"edgetwin sign: {err}", file=sys.stderr)
+        return EX_INVALID
+    if args.desired and (args.op != "operate" or args.token is not None):
+        print("edgetwin sign: a desired value is a plain operate: no --op select, no --token",
+              file=sys.stderr)
+        return EX_INVALID
+    if args.desired:
+        payload = signed_desired_payload(key, args.key_id, args.point, value, ttl_s=args.ttl,
+                                         command_id=args.id)
+    else:
+        payload = signed_cmd_payload(key, args.key_id, args.point, value, op=args.op,
+                                     token=args.token, ttl_s=args.ttl, command_id=args.id)
+    print(json.dumps(payload, separators=(",", ":")))
+    return EX_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, separate so tests and docs can inspect it."""
     parser = argparse.ArgumentParser(
@@ -303,6 +357,26 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--host", default=socket.gethostname(), help="DNS name in the cert")
     cert.add_argument("--force", action="store_true", help="replace existing files")
     cert.set_defaults(func=cmd_opcua_cert)
+
+    keygen = sub.add_parser("keygen", help="make an Ed25519 key pair for signing commands")
+    keygen.add_argument("--out", type=Path, required=True, help="folder for NAME.key, NAME.pub")
+    keygen.add_argument("--name", required=True, help="the key's name (commands.keys)")
+    keygen.add_argument("--force", action="store_true", help="replace existing files")
+    keygen.set_defaults(func=cmd_keygen)
+
+    sign = sub.add_parser("sign", help="print a signed command payload to publish")
+    sign.add_argument("--key", type=Path, required=True, help="the private key (PEM)")
+    sign.add_argument("--key-id", required=True, help="its name in commands.keys")
+    sign.add_argument("--point", required=True, help="<asset>/<point>")
+    sign.add_argument("--value", required=True,
+                      help='JSON value: true, 1450, 1450.0, "auto" (other text is a string)')
+    sign.add_argument("--op", choices=["operate", "select"], default="operate")
+    sign.add_argument("--token", help="the select token an operate refers to")
+    sign.add_argument("--ttl", type=float, default=30.0, help="seconds until it expires")
+    sign.add_argument("--id", help="command id (default: 32 random hex digits)")
+    sign.add_argument("--desired", action="store_true",
+                      help="a payload for <asset>/desired instead of cmd")
+    sign.set_defaults(func=cmd_sign)
     return parser
 
 
