@@ -37,7 +37,7 @@ from edgetwin.analytics.stage import (
 )
 from edgetwin.config import GatewayConfig, InvalidConfig, SourceConfig, load_config
 from edgetwin.core.counter import write_atomically
-from edgetwin.core.errors import ConfigError
+from edgetwin.core.errors import ConfigError, StoreError
 from edgetwin.core.ports import Source
 from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import (
@@ -55,6 +55,7 @@ from edgetwin.core.types import (
 from edgetwin.daemon.statelock import lock_state_dir
 from edgetwin.daemon.supervisor import supervise
 from edgetwin.outbox import DurableOutbox
+from edgetwin.safety import SafetyPolicy
 from edgetwin.sources import BUILTIN_SOURCES, SourceSpec
 from edgetwin.sync import MqttSession
 from edgetwin.telemetry import (
@@ -137,6 +138,7 @@ class Daemon:
         self.started_ns = time.time_ns()
         self._sources: dict[str, tuple[SourceConfig, asyncio.Task[None] | None]] = {}
         self._live: dict[str, Source] = {}  # running source instances, by name
+        self._signal_tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._heartbeat = time.monotonic()
         self.http: HttpEndpoint | None = None
@@ -164,6 +166,10 @@ class Daemon:
                 hold_s=1.5 * config.sync.mqtt.keepalive,
             )
             self.twin = TwinStore(point_specs(config), state_dir, self.outbox.restored_twin)
+            # The only caller of _write: no other code path reaches a device.
+            self.policy = SafetyPolicy(config.commands, point_specs(config), self.twin.get,
+                                       self._write, state_dir, on_audit=self.outbox.put,
+                                       keys_dir=config_path.parent)
         except BaseException:
             self._state_lock.close()
             raise
@@ -177,6 +183,10 @@ class Daemon:
         for signum, event in ((signal.SIGTERM, self.stop_event), (signal.SIGINT, self.stop_event),
                               (signal.SIGHUP, self.reload_event)):
             loop.add_signal_handler(signum, event.set)
+        # SIGUSR2: the emergency read-only switch, on at once (`systemctl kill -s USR2`);
+        # SIGUSR1: `edgetwin readonly on|off` changed the stored switch, read it again.
+        loop.add_signal_handler(signal.SIGUSR2, self._readonly_signal, True)
+        loop.add_signal_handler(signal.SIGUSR1, self._readonly_signal, False)
         try:
             await self._start_http()
             async with asyncio.TaskGroup() as group:
@@ -202,7 +212,8 @@ class Daemon:
                 log.info("Stopping", queued=self.outbox.depth())
                 await self._shutdown(helpers)
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                           signal.SIGUSR2):
                 loop.remove_signal_handler(signum)
             if self.http is not None:
                 await self.http.close()
@@ -229,6 +240,7 @@ class Daemon:
                 log.warning("Sync did not finish in time; cancelling it",
                             abandoned=self.outbox.depth())
                 await cancel_and_wait(self._sync_task)
+        await self.policy.close()
         if self._outbox_task is not None:
             await cancel_and_wait(self._outbox_task)
         await self.outbox.close()
@@ -431,14 +443,22 @@ class Daemon:
         return alive
 
     async def _submit_command(self, command: Command) -> Verdict:
-        """Every command gets one verdict; until the safety policy exists, it is a denial."""
-        if not self.config.commands.enabled:
-            reason = "writes are disabled on this gateway (commands.enabled is false)"
-        else:
-            reason = "this version has no safety policy, so no write can be allowed"
-        log.warning("Command denied", command=command.id, point=command.point,
-                    origin=command.origin.value, reason=reason)
-        return Verdict(False, reason)
+        """Every command gets exactly one verdict, from the safety policy."""
+        return await self.policy.decide(command)
+
+    def _readonly_signal(self, on: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._set_readonly(on))
+        self._signal_tasks.add(task)
+        task.add_done_callback(self._signal_tasks.discard)
+
+    async def _set_readonly(self, from_signal: bool) -> None:
+        try:
+            if from_signal:
+                await self.policy.set_readonly(True, by="signal SIGUSR2")
+            else:
+                await self.policy.reload_readonly()
+        except StoreError as err:
+            self.telemetry.emit_error("safety", "readonly_store", "signal", err)
 
     def _healthy(self) -> bool:
         """For the watchdog: housekeeping ran recently, and sync and the outbox are alive."""
@@ -481,6 +501,12 @@ class Daemon:
                 "buffer": old.buffer})
         if new.gateway.log_format != old.gateway.log_format:
             configure_logging(new.gateway.log_format.value)
+        try:
+            self.policy.reconfigure(new.commands, point_specs(new), self.config_path.parent)
+        except ConfigError as err:
+            self.telemetry.emit_error("daemon", "reload_invalid", "reload", err,
+                                      message="Command rules refused; keeping the running ones")
+            new = new.model_copy(update={"commands": old.commands})
         self.config = new
         await self._reload_analytics(old, new)
         self.twin.update_specs(point_specs(new))
@@ -541,5 +567,8 @@ class Daemon:
                 m for m in (self.anomaly.status() if self.anomaly else []) if m.get("alarm_active")
             ],
             "models": self.anomaly.status() if self.anomaly else [],
+            "commands": {"enabled": self.config.commands.enabled,
+                         "readonly": self.policy.readonly,
+                         "verdicts": dict(self.policy.counts)},
         }
 

@@ -128,6 +128,56 @@ def _outbox_path(config_path: Path) -> Path:
     return config.gateway.state_dir / DB_FILE
 
 
+def _state_dir(config_path: Path) -> Path:
+    try:
+        return load_config(config_path, source_configs()).gateway.state_dir
+    except InvalidConfig as err:
+        _print_problems(err)
+        raise SystemExit(EX_INVALID) from None
+
+
+def cmd_readonly(args: argparse.Namespace) -> int:
+    """Turn the local read-only switch on or off; a running daemon takes it at once."""
+    import os
+    import signal
+
+    from edgetwin.safety import write_readonly
+
+    state_dir = _state_dir(args.config)
+    on = args.state == "on"
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or f"uid {os.getuid()}"
+    try:
+        write_readonly(state_dir, on, f"edgetwin readonly {args.state} ({user})")
+    except OSError as err:
+        print(f"edgetwin readonly: cannot store the switch in {state_dir}: {err}",
+              file=sys.stderr)
+        return EX_CANTCREAT
+    try:
+        pid = int(json.loads((state_dir / RUN_FILE).read_text())["pid"])
+        os.kill(pid, signal.SIGUSR1)
+        where = f"the running gateway (pid {pid}) took it"
+    except (OSError, ValueError, KeyError):
+        where = "no gateway is running; it applies at the next start"
+    print(f"read-only {'ON: every command is denied' if on else 'off'}; {where}")
+    return EX_OK
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    """The last entries of the command audit log (and new ones with --follow)."""
+    from edgetwin.safety import audit_dir, follow, read_tail, render
+
+    folder = audit_dir(_state_dir(args.config))
+    for entry in read_tail(folder, args.lines):
+        print(json.dumps(entry) if args.json else render(entry))
+    if args.follow:
+        try:
+            for entry in follow(folder):
+                print(json.dumps(entry) if args.json else render(entry), flush=True)
+        except KeyboardInterrupt:
+            return EX_OK
+    return EX_OK
+
+
 def cmd_buffer_inspect(args: argparse.Namespace) -> int:
     """Depth, bytes, oldest age and the same per asset, from the outbox file."""
     from edgetwin.outbox.inspect import render_summary, summary
@@ -301,6 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
+
+    readonly = sub.add_parser("readonly", help="the local emergency read-only switch")
+    readonly.add_argument("state", choices=["on", "off"])
+    readonly.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    readonly.set_defaults(func=cmd_readonly)
+
+    audit = sub.add_parser("audit", help="the command audit log")
+    audits = audit.add_subparsers(dest="action", required=True)
+    tail = audits.add_parser("tail", help="the last entries (every command and its verdict)")
+    tail.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    tail.add_argument("-n", "--lines", type=int, default=20)
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
+    tail.add_argument("--json", action="store_true")
+    tail.set_defaults(func=cmd_audit_tail)
 
     buffer = sub.add_parser("buffer", help="look into the store-and-forward queue")
     buffers = buffer.add_subparsers(dest="action", required=True)
