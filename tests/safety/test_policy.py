@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from edgetwin.core.types import Command, CommandOrigin, PointState, Quality, WriteOutcome
+from edgetwin.core.types import (
+    Command,
+    CommandOrigin,
+    PointState,
+    Quality,
+    Record,
+    WriteOutcome,
+)
 from edgetwin.safety import audit_dir, read_tail, token_from_reason, verify_chain
 from edgetwin.safety.readonly import readonly_path
 from tests.safety.conftest import Rig, commands_config, good
@@ -613,3 +620,20 @@ async def test_missing_key_file_is_a_config_error(rig: Rig, tmp_path: Path) -> N
     disabled = config.model_copy(update={"enabled": False})
     policy = SafetyPolicy(disabled, rig.specs, rig.twin.get, rig.writer, tmp_path / "s3")
     await policy.close()
+
+
+async def test_twin_change_between_check_and_write_is_caught(rig: Rig) -> None:
+    """The tank drops after the first checks passed: step 9 sees it and nothing is written."""
+    assert rig.policy is not None
+    seen: list[str] = []
+
+    async def on_audit(records: list[Record]) -> None:
+        seen.extend(r.body["event"] for r in records)
+        if records[0].body["event"] == "pending":  # steps 1-8 passed; the write is next
+            rig.twin["tank1/level"] = good(9.5)
+
+    rig.policy._on_audit = on_audit
+    verdict = await rig.send("pump1/speed_setpoint", 1500)
+    assert verdict.reason == "denied: interlock tank1/level > 10 is false (tank1/level=9.5)"
+    assert seen == ["pending", "verdict"]
+    assert rig.writes == []
