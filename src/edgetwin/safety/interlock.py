@@ -108,8 +108,10 @@ class Interlock:
         parts = list(tree.values) if isinstance(tree, ast.BoolOp) and isinstance(
             tree.op, ast.And) else [tree]
         try:
-            results = [(part, _boolean(_eval(part, by_name), self._source(part)))
-                       for part in parts]
+            results = [(part, _eval(part, by_name)) for part in parts]
+            for part, result in results:
+                if not isinstance(result, bool):  # the label is made only when needed
+                    raise _EvalError(f"{self._source(part)} is {_show(result)}, not a boolean")
         except _EvalError as err:
             return Outcome(False, "interlock_type",
                            f"interlock {self.text!r} cannot be evaluated: {err}", reads)
