@@ -637,3 +637,14 @@ async def test_twin_change_between_check_and_write_is_caught(rig: Rig) -> None:
     assert verdict.reason == "denied: interlock tank1/level > 10 is false (tank1/level=9.5)"
     assert seen == ["pending", "verdict"]
     assert rig.writes == []
+
+
+async def test_closing_while_deciding_still_answers(rig: Rig) -> None:
+    """A command in flight when the policy closes gets a verdict, not an exception."""
+    assert rig.policy is not None
+    pending = asyncio.create_task(rig.send("pump1/speed_setpoint", 1500))
+    await asyncio.sleep(0)
+    await rig.close()
+    verdict = await pending
+    assert verdict.reason == "denied: the safety policy is shut down"
+    assert rig.writes == []

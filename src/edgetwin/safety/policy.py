@@ -16,9 +16,13 @@ Every command is decided in this order; the first denial wins (FACTS §7.2, issu
    write through the writer (``Source.write``); the read-back must match.
 
 Invariants:
-- ``decide`` returns exactly one Verdict per command and appends exactly one ``verdict``
-  entry for it to the audit log (fsynced) before returning; an accepted operate also gets a
-  ``pending`` entry, fsynced before the device is written;
+- ``decide`` returns exactly one Verdict per command, never raises, and appends exactly one
+  ``verdict`` entry for it to the audit log (synced) before returning; only when the disk
+  fails is the verdict given without its entry, and that is logged as an error;
+- an operate reaches the write only after its id and a ``pending`` audit entry (what the
+  checks read) are synced: the device is never written without evidence on disk;
+- steps 4-8 change nothing, so they are worked out before the id is stored and their
+  outcome goes to disk in the same trip; the order still holds, a replay (step 3) wins;
 - the writer is called only in step 9, while holding the point's lock, immediately after
   steps 1, 6 and 7 held with no ``await`` in between: what was checked is the twin state
   at the moment of writing. Commands for one point are serialised; others proceed;
@@ -122,8 +126,10 @@ class SafetyPolicy:
     Args:
         config: the ``commands`` section.
         specs: every point the twin knows (configured and derived), by id.
-        twin: the current twin state of a point. It must report a point STALE once it
-            missed its ``stale_after`` (the policy trusts GOOD to mean fresh).
+        twin: the current twin state of a point. The policy trusts GOOD to mean fresh, so
+            the getter must report a point STALE once it missed its ``stale_after``, and must
+            not present a state restored from disk after a restart as GOOD before the
+            source has read the point again.
         writer: writes a point through the source that owns it and reads it back.
         state_dir: ``gateway.state_dir``; the policy keeps its files in ``safety/`` there.
         on_audit: takes each audit record for the broker (``Outbox.put``); a failure there is
@@ -207,7 +213,7 @@ class SafetyPolicy:
             ConfigError: as the constructor; the running configuration then stays.
         """
         self._apply(config, specs, keys_dir)
-        self._rate.per_window = config.rate_limit.per_point_per_minute
+        self._rate.set_limit(config.rate_limit.per_point_per_minute)
         self._selections.clear()
         self._selections.timeout_s = config.select_timeout
         self._audit.max_bytes, self._audit.keep = config.audit.max_bytes, config.audit.keep
@@ -422,7 +428,9 @@ class SafetyPolicy:
                              f"{describe(outcome.read_back)}")
 
     def _gate(self) -> Denial | None:
-        """Step 1."""
+        """Step 1 (and a policy shutting down writes nothing more)."""
+        if self._closed:
+            return Denial("closed", "the safety policy is shut down")
         if not self.config.enabled:
             return Denial("disabled", "writes are disabled on this gateway (commands.enabled "
                                       "is false)")
@@ -560,8 +568,20 @@ class SafetyPolicy:
             log.error("Audit record not handed on", error=str(err), seq=entry["seq"])
 
     async def _disk(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run a blocking file or SQLite call on the policy's one disk thread."""
-        future = asyncio.get_running_loop().run_in_executor(self._disk_thread, fn, *args)
+        """Run a blocking file or SQLite call on the policy's one disk thread.
+
+        Raises:
+            StoreError: the policy is closed (also when it closed while this waited).
+        """
+        if self._closed:
+            raise StoreError("the safety policy is closed")
+        return await self._on_disk_thread(fn, *args)
+
+    async def _on_disk_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._disk_thread, fn, *args)
+        except RuntimeError as err:  # the executor was shut down: close() won the race
+            raise StoreError("the safety policy is closed") from err
         return await finish_in_thread(future)
 
     async def close(self) -> None:
@@ -572,6 +592,6 @@ class SafetyPolicy:
         if self._closed:
             return
         self._closed = True
-        await self._disk(self._replay.close)
-        await self._disk(self._audit.close)
+        await self._on_disk_thread(self._replay.close)
+        await self._on_disk_thread(self._audit.close)
         self._disk_thread.shutdown(wait=True)

@@ -212,6 +212,12 @@ class RateLimiter:
             times.popleft()
         return times
 
+    def set_limit(self, per_window: int) -> None:
+        """Take a new limit (a reload), keeping the writes already counted."""
+        self.per_window = per_window
+        self._times = {point: collections.deque(times, maxlen=per_window)
+                       for point, times in self._times.items()}
+
     def allows(self, point: str, now: float) -> Denial | None:
         """None when one more write of ``point`` now stays within the limit."""
         times = self._recent(point, now)
