@@ -262,7 +262,7 @@ class SafetyPolicy:
         """Decide one command; write it when every step allows. Never raises for a command.
 
         May be called concurrently, for any points; commands for one point are written one
-        at a time. The returned verdict is audited (fsynced) and handed to ``on_audit``.
+        at a time. The returned verdict is audited (synced) and handed to ``on_audit``.
         """
         if self._closed:
             return Verdict(False, "denied: the safety policy is shut down")
@@ -391,6 +391,9 @@ class SafetyPolicy:
         # at the moment of writing.
         if (denial := self._gate()) is not None:
             return trail.deny(denial)
+        if self._rules.get(point) is not compiled:
+            return trail.deny(Denial("reconfigured", f"the rules of {point} changed while the "
+                                                     f"command waited; send it again"))
         if (denial := self._live_checks(point, compiled, value, trail)) is not None:
             return trail.deny(denial)
         now = self._monotonic()
