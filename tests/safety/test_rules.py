@@ -118,3 +118,10 @@ def test_rate_limit_change_keeps_counting() -> None:
     limiter.set_limit(1)
     assert limiter.allows("p", 59.0) is not None
     assert limiter.allows("p", 63.5) is None
+
+
+def test_a_huge_integer_is_denied_with_a_readable_reason() -> None:
+    """An integer past Python's digit limit is out of range, and the reason still prints."""
+    denial = range_problem(CommandRule(point="a/b", max=10), 10**5000)
+    assert denial is not None
+    assert denial.reason.startswith("value an integer of 16610 bits is above max")

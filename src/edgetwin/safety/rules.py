@@ -37,7 +37,10 @@ def describe(value: object) -> str:
         return repr(value)
     if value is None:
         return "null"
-    return str(value)
+    try:
+        return str(value)
+    except ValueError:  # an int over Python's 4300-digit str limit
+        return f"an integer of {value.bit_length() if isinstance(value, int) else '?'} bits"
 
 
 def type_of(value: object) -> ValueType | None:
