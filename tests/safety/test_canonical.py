@@ -40,9 +40,10 @@ def test_non_ascii_is_escaped() -> None:
     assert data.isascii()
 
 
-@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, None, b"x"])
+@pytest.mark.parametrize("value", [[1, 2], {"a": 1}, None, b"x", 10**5000],
+                         ids=["list", "dict", "none", "bytes", "huge-int"])
 def test_values_without_an_encoding_are_refused(value: object) -> None:
-    """A list, a dict, None or bytes cannot be signed."""
+    """A list, a dict, None, bytes or an integer past Python's digit limit cannot be signed."""
     with pytest.raises(NotSignable):
         canonical_bytes("i", "a/b", value)
 

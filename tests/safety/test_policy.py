@@ -637,3 +637,40 @@ async def test_twin_change_between_check_and_write_is_caught(rig: Rig) -> None:
     assert verdict.reason == "denied: interlock tank1/level > 10 is false (tank1/level=9.5)"
     assert seen == ["pending", "verdict"]
     assert rig.writes == []
+
+
+async def test_closing_while_deciding_still_answers(rig: Rig) -> None:
+    """A command in flight when the policy closes gets a verdict, not an exception."""
+    assert rig.policy is not None
+    pending = asyncio.create_task(rig.send("pump1/speed_setpoint", 1500))
+    await asyncio.sleep(0)
+    await rig.close()
+    verdict = await pending
+    assert verdict.reason == "denied: the safety policy is shut down"
+    assert rig.writes == []
+
+
+async def test_a_reload_while_a_command_waits_denies_it(rig: Rig) -> None:
+    """The rule a command was checked against must still be the rule when it is written."""
+    assert rig.policy is not None
+    policy = rig.policy
+    gate = asyncio.Event()
+    writing = asyncio.Event()
+
+    async def blocking_writer(point: str, value: object) -> WriteOutcome:
+        writing.set()
+        await gate.wait()
+        return WriteOutcome(True, None, value)
+
+    policy._writer = blocking_writer
+    first = asyncio.create_task(rig.send("pump1/speed_setpoint", 1500))
+    await writing.wait()
+    second = asyncio.create_task(rig.send("pump1/speed_setpoint", 1510))
+    await asyncio.sleep(0.05)  # the second waits for the point's lock
+    policy.reconfigure(commands_config(rig.keys, rules=[
+        {"point": "pump1/speed_setpoint", "type": "int", "max": 1505}]), rig.specs)
+    gate.set()
+    assert (await first).accepted
+    verdict = await second
+    assert verdict.reason == ("denied: the rules of pump1/speed_setpoint changed while the "
+                              "command waited; send it again")

@@ -104,3 +104,24 @@ def test_rate_limiter_is_a_sliding_window() -> None:
 def test_read_back_comparison(written: object, read_back: object, matches: bool) -> None:
     """Numbers within 1e-6 relative (a float32 register), bools and strings exactly."""
     assert read_back_matches(written, read_back) is matches
+
+
+def test_rate_limit_change_keeps_counting() -> None:
+    """A reload that raises or lowers the limit keeps the writes already made."""
+    limiter = RateLimiter(2)
+    for t in (0.0, 1.0):
+        limiter.record("p", t)
+    limiter.set_limit(4)
+    limiter.record("p", 2.0)
+    limiter.record("p", 3.0)
+    assert limiter.allows("p", 4.0) is not None  # four in the window: the new limit holds
+    limiter.set_limit(1)
+    assert limiter.allows("p", 59.0) is not None
+    assert limiter.allows("p", 63.5) is None
+
+
+def test_a_huge_integer_is_denied_with_a_readable_reason() -> None:
+    """An integer past Python's digit limit is out of range, and the reason still prints."""
+    denial = range_problem(CommandRule(point="a/b", max=10), 10**5000)
+    assert denial is not None
+    assert denial.reason.startswith("value an integer of 16610 bits is above max")

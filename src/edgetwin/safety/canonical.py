@@ -49,7 +49,10 @@ def typed_value(value: Value) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"bool": value}
     if isinstance(value, int):
-        return {"int": str(value)}
+        try:
+            return {"int": str(value)}
+        except ValueError as err:  # over Python's 4300-digit limit for int -> str
+            raise NotSignable(f"an integer this long cannot be signed: {err}") from None
     if isinstance(value, float):
         return {"float": struct.pack(">d", value).hex()}
     if isinstance(value, str):

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgetwin.core.types import PointState, Quality
+from edgetwin.safety.rules import describe, state_doc
 
 MAX_LENGTH = 1000  # characters of an expression
 MAX_DEPTH = 32  # nesting of the parsed tree
@@ -97,7 +98,7 @@ class Interlock:
     def evaluate(self, read: Callable[[str], PointState | None]) -> Outcome:
         """Read every input from the twin, then evaluate; see the module's invariants."""
         states = {p: read(p) for p in self.points}
-        reads = {p: _state_doc(s) for p, s in states.items()}
+        reads = {p: state_doc(s) for p, s in states.items()}
         unusable = [f"{p} is {why}" for p, s in states.items() if (why := _unusable(s))]
         if unusable:
             return Outcome(False, "interlock_input", f"interlock {self.text!r} cannot be "
@@ -108,15 +109,17 @@ class Interlock:
         parts = list(tree.values) if isinstance(tree, ast.BoolOp) and isinstance(
             tree.op, ast.And) else [tree]
         try:
-            results = [(part, _boolean(_eval(part, by_name), self._source(part)))
-                       for part in parts]
+            results = [(part, _eval(part, by_name)) for part in parts]
+            for part, result in results:
+                if not isinstance(result, bool):  # the label is made only when needed
+                    raise _EvalError(f"{self._source(part)} is {describe(result)}, not a boolean")
         except _EvalError as err:
             return Outcome(False, "interlock_type",
                            f"interlock {self.text!r} cannot be evaluated: {err}", reads)
         failed = next((part for part, result in results if not result), None)
         if failed is None:
             return Outcome(True, "ok", f"interlock {self.text!r} holds", reads)
-        shown = ", ".join(f"{p}={_show(values[p])}" for p in self._points_in(failed))
+        shown = ", ".join(f"{p}={describe(values[p])}" for p in self._points_in(failed))
         where = f" ({shown})" if shown else ""
         return Outcome(False, "interlock", f"interlock {self._source(failed)} is false{where}",
                        reads)
@@ -307,33 +310,17 @@ def _unusable(state: PointState | None) -> str:
     return ""
 
 
-def _state_doc(state: PointState | None) -> dict[str, Any]:
-    if state is None:
-        return {"v": None, "q": "MISSING", "ts": None}
-    value = state.value
-    if not (value is None or isinstance(value, bool | int | str) or (
-            isinstance(value, float) and math.isfinite(value))):
-        value = repr(value)[:200]
-    return {"v": value, "q": state.quality.value, "ts": state.ts_ns // 10**6}
-
-
-def _show(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, str | float) else str(value)
-
-
 def _number(value: object, what: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _EvalError(f"{what} is {_show(value)}, not a number")
+        raise _EvalError(f"{what} is {describe(value)}, not a number")
     if not math.isfinite(value):
-        raise _EvalError(f"{what} is {_show(value)}, not a finite number")
+        raise _EvalError(f"{what} is {describe(value)}, not a finite number")
     return value
 
 
 def _boolean(value: object, what: str) -> bool:
     if not isinstance(value, bool):
-        raise _EvalError(f"{what} is {_show(value)}, not a boolean")
+        raise _EvalError(f"{what} is {describe(value)}, not a boolean")
     return value
 
 

@@ -16,9 +16,13 @@ Every command is decided in this order; the first denial wins (FACTS §7.2, issu
    write through the writer (``Source.write``); the read-back must match.
 
 Invariants:
-- ``decide`` returns exactly one Verdict per command and appends exactly one ``verdict``
-  entry for it to the audit log (fsynced) before returning; an accepted operate also gets a
-  ``pending`` entry, fsynced before the device is written;
+- ``decide`` returns exactly one Verdict per command, never raises, and appends exactly one
+  ``verdict`` entry for it to the audit log (synced) before returning; only when the disk
+  fails is the verdict given without its entry, and that is logged as an error;
+- an operate reaches the write only after its id and a ``pending`` audit entry (what the
+  checks read) are synced: the device is never written without evidence on disk;
+- steps 4-8 change nothing, so they are worked out before the id is stored and their
+  outcome goes to disk in the same trip; the order still holds, a replay (step 3) wins;
 - the writer is called only in step 9, while holding the point's lock, immediately after
   steps 1, 6 and 7 held with no ``await`` in between: what was checked is the twin state
   at the moment of writing. Commands for one point are serialised; others proceed;
@@ -101,6 +105,7 @@ class _Trail:
     before: dict[str, Any] | None = None
     read_back: Any = None
     written_ns: int | None = None
+    audited: bool = False  # the verdict's entry is in the audit log already
 
     def deny(self, denial: Denial) -> Verdict:
         self.code = denial.code
@@ -121,8 +126,10 @@ class SafetyPolicy:
     Args:
         config: the ``commands`` section.
         specs: every point the twin knows (configured and derived), by id.
-        twin: the current twin state of a point. It must report a point STALE once it
-            missed its ``stale_after`` (the policy trusts GOOD to mean fresh).
+        twin: the current twin state of a point. The policy trusts GOOD to mean fresh, so
+            the getter must report a point STALE once it missed its ``stale_after``, and must
+            not present a state restored from disk after a restart as GOOD before the
+            source has read the point again.
         writer: writes a point through the source that owns it and reads it back.
         state_dir: ``gateway.state_dir``; the policy keeps its files in ``safety/`` there.
         on_audit: takes each audit record for the broker (``Outbox.put``); a failure there is
@@ -206,7 +213,7 @@ class SafetyPolicy:
             ConfigError: as the constructor; the running configuration then stays.
         """
         self._apply(config, specs, keys_dir)
-        self._rate.per_window = config.rate_limit.per_point_per_minute
+        self._rate.set_limit(config.rate_limit.per_point_per_minute)
         self._selections.clear()
         self._selections.timeout_s = config.select_timeout
         self._audit.max_bytes, self._audit.keep = config.audit.max_bytes, config.audit.keep
@@ -236,8 +243,8 @@ class SafetyPolicy:
             raise StoreError(f"read-only switch cannot be stored: {err}") from err
         self._readonly = on
         log.warning("Read-only switch set", readonly=on, by=by)
-        await self._emit_audit("", {"ts": self._wall_ns() // 10**6, "event": "readonly",
-                                    "readonly": on, "by": by})
+        await self._append({"ts": self._wall_ns() // 10**6, "event": "readonly",
+                            "readonly": on, "by": by})
 
     async def reload_readonly(self) -> bool:
         """Read the switch from its file again (after ``edgetwin readonly`` changed it)."""
@@ -245,8 +252,8 @@ class SafetyPolicy:
         if switch.on != self._readonly:
             self._readonly = switch.on
             log.warning("Read-only switch set", readonly=switch.on, by=switch.by)
-            await self._emit_audit("", {"ts": self._wall_ns() // 10**6, "event": "readonly",
-                                        "readonly": switch.on, "by": switch.by})
+            await self._append({"ts": self._wall_ns() // 10**6, "event": "readonly",
+                                "readonly": switch.on, "by": switch.by})
         return self._readonly
 
     # -- deciding --------------------------------------------------------------------------------
@@ -255,7 +262,7 @@ class SafetyPolicy:
         """Decide one command; write it when every step allows. Never raises for a command.
 
         May be called concurrently, for any points; commands for one point are written one
-        at a time. The returned verdict is audited (fsynced) and handed to ``on_audit``.
+        at a time. The returned verdict is audited (synced) and handed to ``on_audit``.
         """
         if self._closed:
             return Verdict(False, "denied: the safety policy is shut down")
@@ -278,42 +285,45 @@ class SafetyPolicy:
         if (self.config.require_signature or signed) and (
                 problem := self._keys.check(command)) is not None:
             return trail.deny(Denial(*problem))
-        # 3. freshness, then replay (an authenticated id is used up here, whatever follows)
+        # 3. freshness, then replay: an authenticated, fresh id is used up, whatever follows.
         now_ms = self._wall_ns() // 10**6
         if (problem := freshness_problem(command, now_ms, self._max_age_ms,
                                          self._skew_ms)) is not None:
             return trail.deny(Denial(*problem))
-        if (denial := await self._remember(command, now_ms)) is not None:
+        # Steps 4-8 read memory and the twin and change nothing, so they are worked out
+        # before the id goes to disk and their audit entry (the verdict of a denial, the
+        # pending entry of a write) is written in the same trip to the disk thread. The
+        # order holds: a replayed id is the verdict, whatever steps 4-8 found.
+        planned = self._plan(command, trail)
+        fields: dict[str, Any] | None = None
+        if isinstance(planned, Denial):
+            fields = self._verdict_fields(command, trail, trail.deny(planned))
+        elif command.operation == "operate":
+            fields = {**self._entry_head(command, trail), "event": "pending",
+                      "reads": trail.reads}
+        issued_ms = now_ms if command.issued_at_ms is None else command.issued_at_ms  # fresh
+        until = issued_ms + self._max_age_ms + self._skew_ms  # too old to pass step 3 after
+        try:
+            remembered, entry, failure = await self._disk(
+                self._remember_and_append, command.id, until, now_ms, fields)
+        except StoreError as err:
+            log.error("Replay store failed", error=str(err))
+            trail.reads.clear()
+            return trail.deny(Denial("replay_store", "the replay store failed; no command "
+                                                     "can be checked for replay"))
+        if (denial := self._replay_denial(command, remembered, now_ms)) is not None:
+            trail.reads.clear()  # steps 4-8 never ran, as far as the verdict goes
+            trail.value = command.value
             return trail.deny(denial)
-        # 4. allowlist
-        spec = self._specs.get(command.point)
-        if spec is None:
-            return trail.deny(Denial("unknown_point", f"{command.point} is not a configured "
-                                                      f"point"))
-        if not spec.writable:
-            return trail.deny(Denial("not_writable", f"{command.point} is not writable"))
-        compiled = self._rules.get(command.point)
-        if compiled is None:
-            return trail.deny(Denial("no_rule", f"{command.point} has no command rule; "
-                                                f"nothing is writable without one"))
-        rule = compiled.rule
-        # 5. value
-        value = self._coerce(command, rule)
-        if isinstance(value, Denial):
-            return trail.deny(value)
-        trail.value = value
-        if (denial := range_problem(rule, value)) is not None:
-            return trail.deny(denial)
-        # 6, 7. step, rate and interlock on the twin as it is now (again in step 9)
-        if (denial := self._live_checks(command.point, compiled, value, trail)) is not None:
-            return trail.deny(denial)
-        # 8. select-before-operate
-        now = self._monotonic()
-        sbo = rule.confirm is Confirm.SELECT_BEFORE_OPERATE
+        if entry is not None:
+            await self._hand_on(entry)
+        if isinstance(planned, Denial):
+            trail.audited = failure is None
+            return trail.deny(planned)
+        compiled, value = planned
         if command.operation == "select":
-            if not sbo:
-                return trail.deny(Denial("sbo_not_used", f"{command.point} does not use "
-                                                         f"select-before-operate; send operate"))
+            # An await has passed since the plan: another select may have taken the point.
+            now = self._monotonic()
             if (denial := self._selections.busy(command.point, now)) is not None:
                 return trail.deny(denial)
             selection = self._selections.select(command, value, now)
@@ -321,24 +331,56 @@ class SafetyPolicy:
             return Verdict(True, f"selected: token={selection.token}; operate "
                                  f"{command.point}={describe(value)} with this token within "
                                  f"{self._selections.timeout_s:g} s")
-        if command.operation != "operate":
-            return trail.deny(Denial("bad_op", f"unknown op {command.operation!r}"))
-        if sbo:
-            if (denial := self._selections.check(command, value, now)) is not None:
-                return trail.deny(denial)
-        elif command.token is not None:
-            return trail.deny(Denial("sbo_not_used", f"{command.point} does not use "
-                                                     f"select-before-operate; send no token"))
-        # 9. check again and write, one command per point at a time
-        try:  # the evidence of a write goes to disk before the write
-            await self._append({**self._entry_head(command, trail), "event": "pending",
-                                "reads": trail.reads})
-        except StoreError as err:
-            log.error("Audit log failed", error=str(err))
+        if failure is not None:  # the evidence of a write goes to disk before the write
+            log.error("Audit log failed", error=str(failure))
             return trail.deny(Denial("audit", "the audit log cannot be written; no write "
                                               "without its audit entry"))
+        # 9. check again and write, one command per point at a time
         async with self._locks[command.point]:
             return await self._write(command, compiled, value, trail)
+
+    def _plan(self, command: Command, trail: _Trail) -> Denial | tuple[_Compiled, Value]:
+        """Steps 4-8 without side effects: a denial, or the rule and the coerced value."""
+        # 4. allowlist
+        spec = self._specs.get(command.point)
+        if spec is None:
+            return Denial("unknown_point", f"{command.point} is not a configured point")
+        if not spec.writable:
+            return Denial("not_writable", f"{command.point} is not writable")
+        compiled = self._rules.get(command.point)
+        if compiled is None:
+            return Denial("no_rule", f"{command.point} has no command rule; nothing is "
+                                     f"writable without one")
+        rule = compiled.rule
+        # 5. value
+        value = self._coerce(command, rule)
+        if isinstance(value, Denial):
+            return value
+        trail.value = value
+        if (denial := range_problem(rule, value)) is not None:
+            return denial
+        # 6, 7. step, rate and interlock on the twin as it is now (again in step 9)
+        if (denial := self._live_checks(command.point, compiled, value, trail)) is not None:
+            return denial
+        # 8. select-before-operate (looked at here; a select is taken, an operate's select
+        # used up, only later)
+        now = self._monotonic()
+        sbo = rule.confirm is Confirm.SELECT_BEFORE_OPERATE
+        if command.operation == "select":
+            if not sbo:
+                return Denial("sbo_not_used", f"{command.point} does not use "
+                                              f"select-before-operate; send operate")
+            if (denial := self._selections.busy(command.point, now)) is not None:
+                return denial
+        elif command.operation != "operate":
+            return Denial("bad_op", f"unknown op {command.operation!r}")
+        elif sbo:
+            if (denial := self._selections.check(command, value, now)) is not None:
+                return denial
+        elif command.token is not None:
+            return Denial("sbo_not_used", f"{command.point} does not use "
+                                          f"select-before-operate; send no token")
+        return compiled, value
 
     async def _write(
         self, command: Command, compiled: _Compiled, value: Value, trail: _Trail
@@ -349,6 +391,9 @@ class SafetyPolicy:
         # at the moment of writing.
         if (denial := self._gate()) is not None:
             return trail.deny(denial)
+        if self._rules.get(point) is not compiled:
+            return trail.deny(Denial("reconfigured", f"the rules of {point} changed while the "
+                                                     f"command waited; send it again"))
         if (denial := self._live_checks(point, compiled, value, trail)) is not None:
             return trail.deny(denial)
         now = self._monotonic()
@@ -386,7 +431,9 @@ class SafetyPolicy:
                              f"{describe(outcome.read_back)}")
 
     def _gate(self) -> Denial | None:
-        """Step 1."""
+        """Step 1 (and a policy shutting down writes nothing more)."""
+        if self._closed:
+            return Denial("closed", "the safety policy is shut down")
         if not self.config.enabled:
             return Denial("disabled", "writes are disabled on this gateway (commands.enabled "
                                       "is false)")
@@ -395,16 +442,25 @@ class SafetyPolicy:
                                       "readonly off to allow writes)")
         return None
 
-    async def _remember(self, command: Command, now_ms: int) -> Denial | None:
-        """Step 3's replay half: the id goes on disk, or the command is denied."""
-        assert command.issued_at_ms is not None  # checked by freshness_problem
-        until = command.issued_at_ms + self._max_age_ms + self._skew_ms
+    def _remember_and_append(
+        self, command_id: str, until_ms: int, now_ms: int, fields: dict[str, Any] | None
+    ) -> tuple[Remembered, dict[str, Any] | None, StoreError | None]:
+        """On the disk thread: remember the id; when it is new, append ``fields``.
+
+        Raises:
+            StoreError: the replay store failed (nothing was appended).
+        """
+        remembered = self._replay.remember(command_id, until_ms, now_ms)
+        if remembered is not Remembered.NEW or fields is None:
+            return remembered, None, None
         try:
-            remembered = await self._disk(self._replay.remember, command.id, until, now_ms)
+            return remembered, self._audit.append(fields), None
         except StoreError as err:
-            log.error("Replay store failed", error=str(err))
-            return Denial("replay_store", "the replay store failed; no command can be checked "
-                                          "for replay")
+            return remembered, None, err
+
+    def _replay_denial(self, command: Command, remembered: Remembered,
+                       now_ms: int) -> Denial | None:
+        """Step 3's replay half, from what the replay store said."""
         if remembered is Remembered.SEEN:
             return Denial("replay", f"command id {command.id!r} was seen before (replay)")
         if remembered is Remembered.FULL:
@@ -459,15 +515,15 @@ class SafetyPolicy:
             "key_id": command.key_id,
         }
 
-    async def _audit_verdict(self, command: Command, trail: _Trail, verdict: Verdict) -> None:
-        code = trail.code or ("accepted" if verdict.accepted else "denied")
-        self.counts[code] += 1
+    def _verdict_fields(self, command: Command, trail: _Trail,
+                        verdict: Verdict) -> dict[str, Any]:
+        """The audit entry of a verdict (``seq`` and ``prev`` come with the append)."""
         decided_ns = self._wall_ns()
-        entry = {
+        return {
             **self._entry_head(command, trail),
             "event": "verdict",
             "accepted": verdict.accepted,
-            "code": code,
+            "code": trail.code or ("accepted" if verdict.accepted else "denied"),
             "reason": _TOKEN.sub(r"\1...", verdict.reason),  # the audit travels; tokens don't
             "reads": trail.reads,
             "before": trail.before,
@@ -476,14 +532,21 @@ class SafetyPolicy:
             "decided_ms": decided_ns // 10**6,
             "written_ms": None if trail.written_ns is None else trail.written_ns // 10**6,
         }
-        log_fields = {"command": command.id, "point": command.point, "code": code,
-                      "origin": command.origin.value, "reason": entry["reason"]}
+
+    async def _audit_verdict(self, command: Command, trail: _Trail, verdict: Verdict) -> None:
+        """Count and log the verdict, and append its entry unless that happened already."""
+        fields = self._verdict_fields(command, trail, verdict)
+        self.counts[fields["code"]] += 1
+        log_fields = {"command": command.id, "point": command.point, "code": fields["code"],
+                      "origin": command.origin.value, "reason": fields["reason"]}
         if verdict.accepted:
             log.info("Command accepted", **log_fields)
         else:
             log.info("Command denied", **log_fields)
+        if trail.audited:
+            return
         try:
-            await self._append(entry)
+            await self._append(fields)
         except StoreError as err:
             # The verdict stands (a write may have happened); the trail is lost only locally.
             log.error("Audit entry not stored", command=command.id, error=str(err))
@@ -494,21 +557,34 @@ class SafetyPolicy:
         Raises:
             StoreError: the local append failed.
         """
-        await self._emit_audit(asset_of(str(fields.get("point", ""))), fields)
+        await self._hand_on(await self._disk(self._audit.append, fields))
 
-    async def _emit_audit(self, asset: str, fields: dict[str, Any]) -> None:
-        entry = await self._disk(self._audit.append, fields)
+    async def _hand_on(self, entry: dict[str, Any]) -> None:
+        """Give an appended entry to ``on_audit``; a failure there is only logged."""
         if self._on_audit is None:
             return
-        record = Record(RecordKind.AUDIT, asset, entry["ts"] * 10**6, entry)
+        record = Record(RecordKind.AUDIT, asset_of(str(entry.get("point") or "")),
+                        entry["ts"] * 10**6, entry)
         try:
             await self._on_audit([record])
         except Exception as err:  # the local log holds it; the broker copy is best effort
             log.error("Audit record not handed on", error=str(err), seq=entry["seq"])
 
     async def _disk(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run a blocking file or SQLite call on the policy's one disk thread."""
-        future = asyncio.get_running_loop().run_in_executor(self._disk_thread, fn, *args)
+        """Run a blocking file or SQLite call on the policy's one disk thread.
+
+        Raises:
+            StoreError: the policy is closed (also when it closed while this waited).
+        """
+        if self._closed:
+            raise StoreError("the safety policy is closed")
+        return await self._on_disk_thread(fn, *args)
+
+    async def _on_disk_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._disk_thread, fn, *args)
+        except RuntimeError as err:  # the executor was shut down: close() won the race
+            raise StoreError("the safety policy is closed") from err
         return await finish_in_thread(future)
 
     async def close(self) -> None:
@@ -519,6 +595,6 @@ class SafetyPolicy:
         if self._closed:
             return
         self._closed = True
-        await self._disk(self._replay.close)
-        await self._disk(self._audit.close)
+        await self._on_disk_thread(self._replay.close)
+        await self._on_disk_thread(self._audit.close)
         self._disk_thread.shutdown(wait=True)

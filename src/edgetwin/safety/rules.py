@@ -37,7 +37,10 @@ def describe(value: object) -> str:
         return repr(value)
     if value is None:
         return "null"
-    return str(value)
+    try:
+        return str(value)
+    except ValueError:  # an int over Python's 4300-digit str limit
+        return f"an integer of {value.bit_length() if isinstance(value, int) else '?'} bits"
 
 
 def type_of(value: object) -> ValueType | None:
@@ -211,6 +214,12 @@ class RateLimiter:
         while times and now - times[0] >= self.window_s:
             times.popleft()
         return times
+
+    def set_limit(self, per_window: int) -> None:
+        """Take a new limit (a reload), keeping the writes already counted."""
+        self.per_window = per_window
+        self._times = {point: collections.deque(times, maxlen=per_window)
+                       for point, times in self._times.items()}
 
     def allows(self, point: str, now: float) -> Denial | None:
         """None when one more write of ``point`` now stays within the limit."""
