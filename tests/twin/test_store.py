@@ -146,3 +146,13 @@ def test_versions_strictly_increase_and_reports_respect_deadband(values: list[fl
                 if last_value is not None:
                     assert abs(state.value - last_value) > 0.5
                 last_version, last_value = state.version, state.value
+
+
+def test_restored_values_are_stale_until_read_again(tmp_path: Path) -> None:
+    """After a restart nothing may trust a pre-restart value as live (interlocks deny STALE)."""
+    twin = TwinStore(SPECS, tmp_path)
+    (delta,) = twin.apply([s("tank1/level", 7)])
+    reopened = TwinStore(SPECS, tmp_path, restored={"tank1/level": delta.changes["level"]})
+    assert reopened.get("tank1/level").quality is Quality.STALE  # type: ignore[union-attr]
+    (fresh,) = reopened.apply([s("tank1/level", 7, 2)])
+    assert fresh.changes["level"].quality is Quality.GOOD

@@ -49,7 +49,13 @@ class TwinStore:
     ) -> None:
         """Open the twin's version counter in ``state_dir``, starting from ``restored`` state."""
         self._specs = dict(specs)
-        self._points = {p: s for p, s in (restored or {}).items() if p in self._specs}
+        # A restored value is the last known one, not a fresh read: STALE until the source
+        # reads the point again, so nothing (an interlock, a max_step) trusts it as live.
+        self._points = {
+            p: PointState(s.value, s.ts_ns, Quality.STALE if s.quality in _LIVE else s.quality,
+                          s.version)
+            for p, s in (restored or {}).items() if p in self._specs
+        }
         self._asset_versions: dict[str, int] = {}
         for pid, state in self._points.items():
             asset = asset_of(pid)
