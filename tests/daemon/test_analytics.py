@@ -8,8 +8,6 @@ only looks at what reaches the broker and at the simulator's own state.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from plcsim import SimProcess
 from tests.daemon.conftest import GatewayProcess
 from tests.helpers.mqtt import Recorder
-from tests.helpers.procs import Broker
+from tests.helpers.procs import Broker, plcsim_cli
 
 pytestmark = [pytest.mark.daemon, pytest.mark.broker, pytest.mark.sim]
 
@@ -74,13 +72,9 @@ async def sim() -> Iterator[SimProcess]:  # type: ignore[misc]
     await process.stop()
 
 
-def plcsim(control: str, *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "plcsim", *args, "--control", control],
-                          capture_output=True, text=True, timeout=30, check=True).stdout
-
 
 def plant_time(control: str) -> float:
-    return float(json.loads(plcsim(control, "state"))["t_s"])
+    return float(json.loads(plcsim_cli(control, "state"))["t_s"])
 
 
 def scores(rec: Recorder) -> list[float]:
@@ -118,7 +112,7 @@ def test_features_flow_and_a_growing_bearing_fault_raises_the_alarm_early(
 
         growth = 0.002  # severity per plant second: 0.3 after 150 plant seconds
         started = plant_time(sim.control)
-        plcsim(sim.control, "fault", "add", "bearing", "--target", "vib_de",
+        plcsim_cli(sim.control, "fault", "add", "bearing", "--target", "vib_de",
                "--param", "mode=outer", "--param", "severity=0",
                "--param", f"growth_per_s={growth}")
         alarm = rec.wait_for(lambda m: m.topic.endswith("/alarms")

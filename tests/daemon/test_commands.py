@@ -11,14 +11,13 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 
 from edgetwin.safety import generate_keypair, load_private_key, signed_cmd_payload
 from plcsim import SimProcess
 from tests.daemon.conftest import GatewayProcess
-from tests.helpers.mqtt import Recorder
-from tests.helpers.procs import Broker
+from tests.helpers.mqtt import Recorder, publish_once
+from tests.helpers.procs import Broker, plcsim_cli
 
 pytestmark = [pytest.mark.daemon, pytest.mark.broker, pytest.mark.sim]
 
@@ -65,20 +64,6 @@ async def sim() -> Iterator[SimProcess]:  # type: ignore[misc]
     await process.stop()
 
 
-def plcsim(control: str, *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "plcsim", *args, "--control", control],
-                          capture_output=True, text=True, timeout=30, check=True).stdout
-
-
-def publish(broker: Broker, topic: str, doc: object) -> None:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    try:
-        client.publish(topic, json.dumps(doc), qos=1).wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def result_for(rec: Recorder, command_id: str) -> dict:  # type: ignore[type-arg]
@@ -101,7 +86,7 @@ def test_low_tank_denies_start_and_an_allowed_setpoint_reaches_the_plc(
     config.write_text(config_yaml(tmp_path / "state", broker.port, sim.port, keys.public))
     gateway = GatewayProcess(config, tmp_path / "edgetwin.log")
     rec = recorder_factory(f"{BASE}/#")
-    plcsim(sim.control, "fault", "add", "stuck", "--target", "tank_level", "--param", "value=5")
+    plcsim_cli(sim.control, "fault", "add", "stuck", "--target", "tank_level", "--param", "value=5")
     try:
         gateway.start()
         rec.wait_for(lambda m: m.topic.endswith("/tank1/reported")
@@ -110,31 +95,32 @@ def test_low_tank_denies_start_and_an_allowed_setpoint_reaches_the_plc(
                      and "speed_setpoint" in m.json()["state"])
 
         start = signed_cmd_payload(key, "ops", "pump1/run", True, command_id="c-start")
-        publish(broker, f"{BASE}/cmd", start)
+        publish_once(broker.port, f"{BASE}/cmd", json.dumps(start))
         denied = result_for(rec, "c-start")
         assert denied["accepted"] is False and "tank1/level" in denied["reason"]
 
         step = signed_cmd_payload(key, "ops", "pump1/speed_setpoint", 1800,
                                   command_id="c-step")
-        publish(broker, f"{BASE}/cmd", step)
+        publish_once(broker.port, f"{BASE}/cmd", json.dumps(step))
         too_far = result_for(rec, "c-step")
         assert too_far["accepted"] is False and "step" in too_far["reason"]
 
         tampered = signed_cmd_payload(key, "ops", "pump1/speed_setpoint", 1500,
                                       command_id="c-tamper")
         tampered["value"] = 1700
-        publish(broker, f"{BASE}/cmd", tampered)
+        publish_once(broker.port, f"{BASE}/cmd", json.dumps(tampered))
         assert "signature" in result_for(rec, "c-tamper")["reason"]
-        assert json.loads(plcsim(sim.control, "writes")) == [], "a denied write reached the PLC"
+        assert json.loads(plcsim_cli(sim.control, "writes")) == [], "a denied write reached the PLC"
 
         ok = signed_cmd_payload(key, "ops", "pump1/speed_setpoint", 1500, command_id="c-ok")
-        publish(broker, f"{BASE}/cmd", ok)
+        publish_once(broker.port, f"{BASE}/cmd", json.dumps(ok))
         accepted = result_for(rec, "c-ok")
         assert accepted["accepted"] is True, accepted["reason"]
-        writes = json.loads(plcsim(sim.control, "writes"))
+        writes = json.loads(plcsim_cli(sim.control, "writes"))
         assert [(w["name"], w["value"], w["accepted"]) for w in writes] == [
             ("speed_setpoint_rpm", 1500, True)]
-        publish(broker, f"{BASE}/cmd", ok)  # the same signed command again: a replay
+        # The same signed command again: a replay.
+        publish_once(broker.port, f"{BASE}/cmd", json.dumps(ok))
         assert "replay" in result_for_second(rec, "c-ok")["reason"]
         audit = subprocess.run([sys.executable, "-m", "edgetwin", "audit", "tail", "-n", "10",
                                 "--json", "-c", str(config)],

@@ -11,13 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 
 from edgetwin.sync.sparkplug.sparkplug_b_pb2 import Payload
 from edgetwin.sync.sparkplug.values import DataType, set_value
 from tests.daemon.conftest import GatewayProcess
-from tests.helpers.mqtt import Received, Recorder
+from tests.helpers.mqtt import Received, Recorder, publish_once
 from tests.helpers.procs import Broker, PlcSim
 
 pytestmark = [pytest.mark.daemon, pytest.mark.broker]
@@ -122,7 +121,7 @@ def test_rebirth_on_request_keeps_bdseq_and_restarts_seq(
     rec.wait_for(lambda m: kind(m) == "DDATA")
     first = decode(next(m for m in rec.on("") if kind(m) == "NBIRTH"))
     before = len(rec.on(""))
-    publish(broker, NODE.format(kind="NCMD"), ncmd_rebirth())
+    publish_once(broker.port, NODE.format(kind="NCMD"), ncmd_rebirth())
     again = rec.wait_for(lambda m: kind(m) == "NBIRTH" and rec.messages.index(m) >= before)
     assert decode(again).seq == 0 and bdseq(decode(again)) == bdseq(first)
     rec.wait_for(lambda m: kind(m) == "DBIRTH" and rec.messages.index(m) > before)
@@ -144,22 +143,12 @@ def test_a_dcmd_write_is_decoded_and_answered(spb: tuple[GatewayProcess, Recorde
     metric.name = "speed_setpoint"
     metric.datatype = DataType.INT64
     set_value(metric, DataType.INT64, 1200)
-    publish(broker, NODE.format(kind="DCMD") + "/pump1", payload.SerializeToString())
+    publish_once(broker.port, NODE.format(kind="DCMD") + "/pump1", payload.SerializeToString())
     result = rec.wait_for(lambda m: m.topic.endswith("/cmd/result"))
     doc = result.json()
     assert doc["point"] == "pump1/speed_setpoint" and doc["value"] == 1200
     assert doc["accepted"] is False and "commands.enabled" in doc["reason"]
 
-
-def publish(broker: Broker, topic: str, payload: bytes, *, retain: bool = False) -> None:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    try:
-        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def ncmd_rebirth() -> bytes:
@@ -190,7 +179,7 @@ def test_primary_host_offline_holds_data_and_replays_it_as_history(
 ) -> None:
     """STATE offline: NDEATH, no births until the host is back; then the gap comes as history."""
     host_topic = "spBv1.0/STATE/scada1"
-    publish(broker, host_topic, state(True, 1000), retain=True)
+    publish_once(broker.port, host_topic, state(True, 1000), retain=True)
     config = tmp_path / "gateway.yaml"
     config.write_text(config_yaml(tmp_path / "state", broker.port, plcsim.port,
                                   "  sparkplug: {primary_host: scada1}\n"))
@@ -202,14 +191,14 @@ def test_primary_host_offline_holds_data_and_replays_it_as_history(
         births = decode(next(m for m in rec.on("") if m.topic.endswith("/DBIRTH/gw-spb/pump1")))
         alias = next(m.alias for m in births.metrics if m.name == "counter")
 
-        publish(broker, host_topic, state(False, 2000), retain=True)
+        publish_once(broker.port, host_topic, state(False, 2000), retain=True)
         rec.wait_for(lambda m: kind(m) == "NDEATH")
         held_from = len(rec.messages)
-        publish(broker, host_topic, state(True, 1500), retain=True)  # older: ignored
+        publish_once(broker.port, host_topic, state(True, 1500), retain=True)  # older: ignored
         time.sleep(1.0)  # the hold itself: counter ticks the gateway must keep
         assert not [m for m in rec.messages[held_from:] if kind(m) in ("NBIRTH", "DDATA")]
 
-        publish(broker, host_topic, state(True, 3000), retain=True)
+        publish_once(broker.port, host_topic, state(True, 3000), retain=True)
         rec.wait_for(lambda m: kind(m) == "NBIRTH" and rec.messages.index(m) >= held_from)
         rec.wait_for(lambda m: kind(m) == "DDATA" and any(
             x.is_historical for x in decode(m).metrics))
@@ -231,9 +220,9 @@ def test_garbage_on_command_topics_is_audited_and_the_node_runs_on(
     gateway, rec = spb
     gateway.start()
     rec.wait_for(lambda m: m.topic.endswith("/DBIRTH/gw-spb/pump1"))
-    publish(broker, NODE.format(kind="DCMD") + "/pump1", b"\xff\x00 not protobuf")
-    publish(broker, NODE.format(kind="DCMD") + "/elsewhere", ncmd_rebirth())
-    publish(broker, NODE.format(kind="NCMD"), b"\x00" * (300 * 1024))
+    publish_once(broker.port, NODE.format(kind="DCMD") + "/pump1", b"\xff\x00 not protobuf")
+    publish_once(broker.port, NODE.format(kind="DCMD") + "/elsewhere", ncmd_rebirth())
+    publish_once(broker.port, NODE.format(kind="NCMD"), b"\x00" * (300 * 1024))
     audit = [rec.wait_for(lambda m, c=code: m.topic.endswith("/audit") and m.json()["code"] == c)
              for code in ("malformed_payload", "unknown_point", "too_large")]
     assert all(a.json()["event"] == "inbound_refused" for a in audit)

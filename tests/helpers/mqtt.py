@@ -98,3 +98,15 @@ class Recorder:
         """Disconnect and stop the network thread."""
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def publish_once(port: int, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+    """Publish one QoS 1 message as an outside client (a host, an operator) and wait for it."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

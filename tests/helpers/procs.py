@@ -196,3 +196,9 @@ def child_env(**extra: str) -> dict[str, str]:
                         "JOURNAL_STREAM")}
     env.update(extra)
     return env
+
+
+def plcsim_cli(control: str, *args: str) -> str:
+    """Run a `plcsim` control command (fault, writes, state) against a running sim."""
+    return subprocess.run([sys.executable, "-m", "plcsim", *args, "--control", control],
+                          capture_output=True, text=True, timeout=30, check=True).stdout

@@ -5,7 +5,6 @@ import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 
 from edgetwin.config.model import BufferConfig, MqttConfig, SyncConfig
@@ -15,7 +14,7 @@ from edgetwin.outbox import DurableOutbox
 from edgetwin.sync import MqttSession
 from edgetwin.telemetry import Telemetry
 from edgetwin.twin import TwinStore
-from tests.helpers.mqtt import Received, Recorder
+from tests.helpers.mqtt import Received, Recorder, publish_once
 from tests.helpers.procs import Broker
 from tests.helpers.waiting import until
 
@@ -186,8 +185,8 @@ async def test_desired_values_are_pending_until_the_verdict_and_every_command_is
     task = asyncio.create_task(rig.session.run(rig.stop, drain_s=2.0))
     await rig.feed(1)
     await rec.await_for(reported(1))
-    publish_json(broker, "edgetwin/v1/gw1/pump1/desired",
-                 {"id": "c-7", "state": {"p1": 5}, "client_token": "t1"})
+    desired = {"id": "c-7", "state": {"p1": 5}, "client_token": "t1"}
+    publish_once(broker.port, "edgetwin/v1/gw1/pump1/desired", json.dumps(desired))
     await until(lambda: len(seen) == 1, what="the command reaches the policy")
     assert (seen[0].point, seen[0].value, seen[0].id) == ("pump1/p1", 5, "c-7")
     pending = await rec.await_for(lambda m: m.topic.endswith("/pump1/twin")
@@ -200,21 +199,11 @@ async def test_desired_values_are_pending_until_the_verdict_and_every_command_is
     assert result.json()["client_token"] == "t1"
     await rec.await_for(lambda m: m.topic.endswith("/pump1/twin") and not m.json()["desired"])
 
-    publish_json(broker, "edgetwin/v1/gw1/cmd", {"id": "c-8", "point": "nowhere/x", "value": 1})
+    unknown = {"id": "c-8", "point": "nowhere/x", "value": 1}
+    publish_once(broker.port, "edgetwin/v1/gw1/cmd", json.dumps(unknown))
     refused = await rec.await_for(lambda m: m.topic.endswith("/cmd/result")
                                   and m.json().get("error_code") == "unknown_point")
     assert refused.json()["accepted"] is False
     assert rig.telemetry.errors_count("sync", "unknown_point") == 1
     rig.stop.set()
     await asyncio.wait_for(task, 5)
-
-
-def publish_json(broker: Broker, topic: str, doc: object) -> None:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    try:
-        client.publish(topic, json.dumps(doc), qos=1).wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
