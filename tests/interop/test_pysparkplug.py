@@ -21,8 +21,8 @@ import pytest
 from plcsim import SimProcess
 from plcsim.control import call
 from tests.daemon.conftest import GatewayProcess
-from tests.daemon.test_sparkplug import ncmd_rebirth, publish
-from tests.helpers.mqtt import Received, Recorder
+from tests.daemon.test_sparkplug import ncmd_rebirth
+from tests.helpers.mqtt import Received, Recorder, publish_once
 from tests.helpers.procs import Broker
 from tests.interop.conftest import decode_with_pysparkplug, write_recording
 
@@ -109,7 +109,7 @@ def record_a_node_life(rec: Recorder, gateway: GatewayProcess, broker: Broker,
     after(rec, rec.messages.index(death), lambda m: m.topic == node_topic("DBIRTH", "vib1"))
 
     mark = len(rec.messages)
-    publish(broker, node_topic("NCMD"), ncmd_rebirth())
+    publish_once(broker.port, node_topic("NCMD"), ncmd_rebirth())
     after(rec, mark, lambda m: kind(m) == "NBIRTH")
     after(rec, mark, lambda m: m.topic == node_topic("DDATA", "pump1"))
 
