@@ -1,0 +1,1 @@
+"""The HIL test bench: run a gateway against firmware-sim and Mosquitto, break things, judge."""
