@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
 
-.PHONY: demo test bench lint proto system-deps venv interop-venv clean
+.PHONY: demo test bench hil soak lint proto system-deps venv interop-venv clean
 
 ## Python environment: the gateway, firmware-sim, the dev tools and `edgetwin train`, editable.
 $(STAMP): pyproject.toml firmware-sim/pyproject.toml
@@ -45,10 +45,21 @@ test: system-deps $(STAMP) $(INTEROP_STAMP)
 bench: system-deps $(STAMP)
 	@for bench in hil/bench/bench_*.py; do echo "== $$bench"; $(PY) $$bench || exit 1; done
 
+## Hardware-in-the-loop: the quick scenario set (every fault kind once, a few minutes)
+## against firmware-sim and Mosquitto; the report goes to hil/reports/<timestamp>/.
+hil: system-deps $(STAMP) $(INTEROP_STAMP)
+	$(PY) -m hil.harness run
+
+## The soak: HOURS of randomized faults on an accelerated plant clock, same report.
+HOURS ?= 1
+soak: system-deps $(STAMP) $(INTEROP_STAMP)
+	$(PY) -m hil.harness soak --hours $(HOURS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests firmware-sim/src hil
 	$(VENV)/bin/mypy
 	MYPYPATH=firmware-sim/src $(VENV)/bin/mypy --strict firmware-sim/src/plcsim
+	MYPYPATH=firmware-sim/src:. $(VENV)/bin/mypy --strict -p hil.harness
 
 ## Regenerate the Sparkplug B protobuf module (committed) from its .proto.
 SPB := src/edgetwin/sync/sparkplug

@@ -6,6 +6,7 @@ missing=()
 command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || missing+=(mosquitto)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mbpoll >/dev/null || missing+=(mbpoll)  # a stock Modbus client for firmware-sim's tests
+command -v faketime >/dev/null || missing+=(faketime)  # libfaketime: the HIL clock-jump scenario
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""
