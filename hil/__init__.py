@@ -1,0 +1,1 @@
+"""The hardware-in-the-loop bench (scenarios, harness, benchmarks); never imports edgetwin."""

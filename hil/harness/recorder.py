@@ -86,7 +86,7 @@ class Recorder:
             self.messages += 1
             self.last_message_t = now
 
-    def _note_counter(self, payload: bytes) -> None:
+    def _note_counter(self, payload: bytes | bytearray) -> None:
         try:
             point = json.loads(payload)["state"].get(self.counter_name)
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hil.harness import judges
 from hil.harness.profile import PointMap, Template
 from hil.harness.scenario import Expectation
