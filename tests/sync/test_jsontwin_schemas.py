@@ -135,13 +135,27 @@ def test_outbox_alarms_match_their_schema(active: bool) -> None:
     published("alarms", ENC.entry(OutboxEntry(3, record, historical=active)).payload)
 
 
-@given(st.dictionaries(st.text().filter(lambda k: k not in ("seq", "ts", "asset", "hist")),
+@given(st.dictionaries(st.text().filter(lambda k: k not in ("ts", "asset", "hist")),
                        values.filter(lambda v: v == v and v not in (float("inf"),
                                                                    float("-inf"))),
                        max_size=4))
 def test_audit_records_match_the_minimal_schema(body: dict[str, Any]) -> None:
     """Until issue 8 fixes its fields, any audit body within the envelope is valid."""
     published("audit", ENC.record(4, Record(RecordKind.AUDIT, "pump1", 1, body)).payload)
+
+
+def test_an_audit_entry_keeps_its_chain_number_apart_from_the_message_seq() -> None:
+    """The audit log's own seq must not replace the message seq consumers deduplicate by.
+
+    The HIL bench found it: audit record 1 went out with the seq of delta 1, and a consumer
+    dropping duplicates by seq would have dropped one of the two.
+    """
+    entry = {"seq": 1, "ts": 5, "id": "c1", "decision": "denied", "prev": "00"}
+    doc = json.loads(ENC.record(1024, Record(RecordKind.AUDIT, "pump1", 5_000_000,
+                                             entry)).payload)
+    assert doc["seq"] == 1024
+    assert doc["entry_seq"] == 1
+    published("audit", json.dumps(doc).encode())
 
 
 commands = st.builds(

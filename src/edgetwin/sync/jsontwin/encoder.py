@@ -77,9 +77,17 @@ class JsonTwinEncoder:
         return MqttMessage(f"{self.base}/{delta.asset}/reported", _dumps(doc).encode(), qos=1)
 
     def record(self, seq: int, record: Record, *, historical: bool = False) -> MqttMessage:
-        """An alarm, command result or audit record on its gateway-wide topic."""
-        doc: dict[str, Any] = {"seq": seq, "ts": record.ts_ns // 1_000_000,
-                               "asset": record.asset, **record.body}
+        """An alarm, command result or audit record on its gateway-wide topic.
+
+        The envelope (``seq``, ``ts``, ``asset``) wins over the body's own keys: consumers
+        drop duplicates by ``seq``, so it must be the message sequence. An audit entry's
+        own chain number (its ``seq`` in the local log) is published as ``entry_seq``.
+        """
+        body = dict(record.body)
+        if "seq" in body:
+            body["entry_seq"] = body.pop("seq")
+        doc: dict[str, Any] = {**body, "seq": seq, "ts": record.ts_ns // 1_000_000,
+                               "asset": record.asset}
         if historical:
             doc["hist"] = True
         return MqttMessage(f"{self.base}/{_RECORD_TOPICS[record.kind]}", _dumps(doc).encode(),
