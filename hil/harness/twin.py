@@ -62,7 +62,7 @@ def rebuild(messages: Path, *, prefix: str, counter: str, points: Collection[str
         twin_out: where ``twin.jsonl`` goes.
     """
     view = BrokerView()
-    seen: dict[int, bytes] = {}
+    seen: dict[int, int] = {}  # seq -> hash of the content without the hist flag
     wanted = set(points) | {counter}
     group, node = sparkplug
     group_prefix = f"spBv1.0/{group}/" if group else ""
@@ -91,14 +91,17 @@ def rebuild(messages: Path, *, prefix: str, counter: str, points: Collection[str
             except (ValueError, KeyError, TypeError):
                 view.malformed += 1
                 continue
+            hist = bool(doc.pop("hist", False))
+            # The same entry sent live and then replayed after a drop differs only in
+            # "hist": a redelivery. Anything else under a known seq is a conflict.
+            content = hash(json.dumps(doc, sort_keys=True))
             if seq in seen:
-                if seen[seq] == payload:
+                if seen[seq] == content:
                     view.redeliveries += 1
                 else:
                     view.seq_conflicts += 1
                 continue
-            seen[seq] = payload
-            hist = bool(doc.get("hist", False))
+            seen[seq] = content
             if rest == "alarms":
                 view.alarms.append((t, doc))
             elif rest == "cmd/result":

@@ -112,6 +112,13 @@ def test_order_fails_when_a_seq_carries_two_different_messages(tmp_path: Path) -
     assert outcome.figures["seq_conflicts"] == 1
 
 
+def test_a_live_message_replayed_as_history_is_a_redelivery(tmp_path: Path) -> None:
+    """Sent live, unacknowledged, replayed with hist: the same entry, not a conflict."""
+    view = view_of(tmp_path, [reported(T0, 1, 0), reported(T0 + 5, 1, 0, hist=True)])
+    assert judges.judge_order(view).passed
+    assert view.redeliveries == 1
+
+
 def test_malformed_messages_are_counted(tmp_path: Path) -> None:
     """A reported message that is not JSON fails the order judge with a count."""
     msgs = [reported(T0, 1, 0), message(T0 + 1, f"{PREFIX}/pump1/reported", b"\xff{")]
