@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class Run:
         self.scenario = scenario
         self.profile = profile
         self.template = profile.template(scenario.gateway.template)
+        out.mkdir(parents=True, exist_ok=False)  # a used folder holds another run's state
         self.out = out
         self.data = out / "data"
         self.logs = out / "logs"
@@ -261,6 +262,11 @@ class Run:
                     "kind": action.fault["kind"], "target": action.fault.get("target", "*"),
                     "params": action.fault.get("params", {})})
                 self._sim_faults[action.label] = str(fault["id"])
+            case "plant_write":
+                # Someone at the machine's own panel: not a gateway write, logged as "control".
+                done = await sim.api("POST", "/write", {"name": action.input,
+                                                        "value": action.value})
+                return "accepted" if done.get("accepted") else f"refused: {done.get('reason')}"
             case "command":
                 return await self._command(action)
             case "fill_disk":
@@ -343,12 +349,10 @@ class Run:
 
 async def run_scenario(scenario: Scenario, profile: Profile, out: Path, *,
                        gateway_cmd: list[str] | None = None,
-                       report: Callable[[Path], Awaitable[None] | None] | None = None,
+                       report: Callable[[Path], object] | None = None,
                        ) -> dict[str, Any]:
-    """Run ``scenario`` into ``out`` and, if given, write its report."""
+    """Run ``scenario`` into ``out`` (a new folder) and, if given, write its report."""
     results = await Run(scenario, profile, out, gateway_cmd=gateway_cmd).execute()
     if report is not None:
-        maybe = report(out)
-        if maybe is not None:
-            await maybe
+        await asyncio.to_thread(report, out)  # plotting takes seconds; keep the loop free
     return results

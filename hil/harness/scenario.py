@@ -46,7 +46,7 @@ class Action(_Model):
     do: Literal[
         "gateway_start", "gateway_stop", "gateway_kill", "gateway_restart",
         "broker_stop", "broker_start", "link_cut", "link_blackhole", "link_slow",
-        "plc_reboot", "sim_fault", "command", "fill_disk", "clock_jump",
+        "plc_reboot", "sim_fault", "plant_write", "command", "fill_disk", "clock_jump",
     ]
     id: str = ""
     for_s: float | None = Field(default=None, alias="for", gt=0)
@@ -55,6 +55,7 @@ class Action(_Model):
     rate: float | None = Field(default=None, gt=0)  # link_slow: bytes/s per direction
     fault: dict[str, Any] = Field(default_factory=dict)  # sim_fault: {kind, target, params}
     point: str = ""  # command
+    input: str = ""  # plant_write: a plant input (run, speed_setpoint_rpm, ...), set at the panel
     value: bool | int | float | str | None = None  # command
     signature: Signature = "valid"  # command
     expect: Literal["accepted", "denied"] = "accepted"  # command: what the policy should say
@@ -69,6 +70,8 @@ class Action(_Model):
             raise ValueError("sim_fault needs fault: {kind, target, params}")
         if self.do == "command" and (not self.point or self.value is None):
             raise ValueError("command needs point and value")
+        if self.do == "plant_write" and (not self.input or self.value is None):
+            raise ValueError("plant_write needs input and value")
         if self.do == "clock_jump" and self.seconds == 0:
             raise ValueError("clock_jump needs seconds (+ ahead, - back)")
         undoable = {"gateway_stop", "gateway_kill", "broker_stop", "link_cut", "link_blackhole",
