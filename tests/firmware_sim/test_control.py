@@ -50,11 +50,31 @@ async def test_writes_and_state_are_queryable(api: tuple[Sim, str]) -> None:
     assert state["values"]["speed_setpoint"] == 1500  # type: ignore[index]
 
 
+async def test_served_values_are_queryable_by_signal(api: tuple[Sim, str]) -> None:
+    """GET /served answers every recorded signal, or one with ?name=; others are 404."""
+    sim, url = api
+    counter = sim.served.recorder("counter")
+    assert counter is not None
+    for value in (4, 5, 5, 0):
+        counter.record(value)
+    answer = await request(url, "GET", "/served")
+    assert answer == sim.served.as_dict()
+    assert isinstance(answer, dict)
+    assert [run[:2] for run in answer["counter"]["runs"]] == [[4, 5], [0, 0]]
+    assert (answer["counter"]["reads"], answer["counter"]["dropped_runs"]) == (4, 0)
+    assert await request(url, "GET", "/served?name=counter") == answer
+    with pytest.raises(ControlError) as info:
+        await request(url, "GET", "/served?name=speed")
+    assert info.value.status == 404
+    assert "recorded: counter" in str(info.value)
+
+
 @pytest.mark.parametrize(("method", "path", "body", "status"), [
     ("POST", "/faults", {"kind": "meteor"}, 400),
     ("POST", "/faults", ["not", "a", "mapping"], 400),
     ("GET", "/nowhere", None, 404),
     ("PUT", "/state", None, 405),
+    ("POST", "/served", {}, 405),
     ("POST", "/scenario", {"timeline": "soon"}, 400),
 ])
 async def test_bad_requests_get_clear_errors(

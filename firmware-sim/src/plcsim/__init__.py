@@ -7,6 +7,7 @@ another gateway too. Start it with ``plcsim modbus --port 5020`` (see ``plcsim -
 from plcsim.faults import Fault, FaultError, FaultSet
 from plcsim.launch import SimProcess, SimStartError
 from plcsim.plant import PumpSkid, WriteResult
+from plcsim.served import ServedLog, ServedRuns
 from plcsim.sim import Face, Sim
 from plcsim.vibration import BearingGeometry, FaultSpec, VibrationSensor
 from plcsim.writelog import WriteLog, WriteRecord
@@ -19,6 +20,8 @@ __all__ = [
     "FaultSet",
     "FaultSpec",
     "PumpSkid",
+    "ServedLog",
+    "ServedRuns",
     "Sim",
     "SimProcess",
     "SimStartError",

@@ -15,6 +15,7 @@ Every face also serves the control API (``"control"`` in the line). Steering:
     plcsim fault add dropout --target modbus_tcp --duration 5 --control URL
     plcsim fault add bearing --target vib_de --param mode=outer --param severity=0.6
     plcsim fault list | plcsim fault clear [ID] | plcsim writes | plcsim state
+    plcsim served [--name counter]       the counter values the faces handed out
 
 ``--control`` defaults to $PLCSIM_CONTROL.
 """
@@ -29,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     writes = commands.add_parser("writes", parents=[control], help="the write log")
     writes.add_argument("--face")
     writes.add_argument("--name")
+    served = commands.add_parser("served", parents=[control],
+                                 help="the counter values served to clients, as runs")
+    served.add_argument("--name", help="only this signal (default: every one recorded)")
     commands.add_parser("state", parents=[control], help="the true plant state")
     scenario = commands.add_parser("scenario", parents=[control], help="play a scenario file")
     scenario.add_argument("file", type=Path)
@@ -283,6 +288,9 @@ def _steer(args: argparse.Namespace) -> int:
         elif args.command == "writes":
             query = "&".join(f"{k}={v}" for k, v in (("face", args.face), ("name", args.name)) if v)
             result = call(args.control, "GET", "/writes" + (f"?{query}" if query else ""))
+        elif args.command == "served":
+            query = "" if args.name is None else "?" + urllib.parse.urlencode({"name": args.name})
+            result = call(args.control, "GET", "/served" + query)
         elif args.command == "state":
             result = call(args.control, "GET", "/state")
         else:

@@ -7,6 +7,7 @@
 | POST | /faults | {"kind", "target", "duration_s", "params": {...}} | the new fault |
 | DELETE | /faults, /faults/<id> | — | {"cleared": n} |
 | GET | /writes | ?face=&name=&since=&accepted=true|false | the write log |
+| GET | /served | ?name= | values served: {"counter": {"reads", "runs", "dropped_runs"}} |
 | POST | /write | {"name", "value"} | a write as an operator panel would make it |
 | POST | /scenario | a scenario document (see scenario.py) | {"actions": n} |
 
@@ -136,6 +137,12 @@ class ControlServer:
                 since_seq=int(query.get("since", 0)),
                 accepted=None if accepted is None else accepted == "true",
             )
+        if path == "/served" and method == "GET":
+            name = query.get("name")
+            if name is not None and name not in sim.served.names:
+                raise ControlError(404, f"{name!r} is not recorded; recorded: "
+                                        f"{', '.join(sim.served.names)}")
+            return sim.served.as_dict(name)
         if path == "/write" and method == "POST":
             if not isinstance(body, dict) or "name" not in body or "value" not in body:
                 raise ControlError(400, 'body must be {"name": ..., "value": ...}')
@@ -147,7 +154,7 @@ class ControlServer:
                 raise ControlError(400, str(err)) from None
             self.run_scenario(scenario)
             return {"actions": len(scenario.actions)}
-        known = ("/state", "/faults", "/writes", "/write", "/scenario")
+        known = ("/state", "/faults", "/writes", "/served", "/write", "/scenario")
         if path in known or path.startswith("/faults/"):
             raise ControlError(405, f"{method} is not allowed on {path}")
         raise ControlError(404, f"no such path {path}")

@@ -20,6 +20,12 @@ answers them one at a time through a ``Responder``:
    requested range only from ``Sim.signal`` and the vibration sensor; writes go through
    ``Sim.write`` (the PLC logic decides, the write log records).
 
+A read whose range covers a whole recorded entry (``counter``; see ``plcsim.served``) notes
+the value it puts in the response in ``Sim.served``, as the client will decode it. It is
+noted when rendered, after every fault was applied and just before the response is sent: a
+response lost on the way (a client that closed its connection meanwhile, a garbled line)
+still counts as served.
+
 Exceptions the map answers, besides those of faults:
 
 - 1 Illegal Function: a function code not served (only 1-6, 15, 16, 22 and 23 are);
@@ -129,6 +135,11 @@ class ModbusDevice:
             self._index[table] = ([e.address for e in ordered], ordered)
         self._wave_key: tuple[int, int] | None = None
         self._wave: npt.NDArray[np.uint16] = np.zeros(0, dtype=np.uint16)
+        # Integer entries whose served values are recorded, by entry name (the counter).
+        self._served = {e.name: runs for e in self.entries
+                        if not e.table.is_bit and not is_float(e.data_type)
+                        and e.source != SOURCE_CAPTURE
+                        and (runs := sim.served.recorder(e.name)) is not None}
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -186,12 +197,19 @@ class ModbusDevice:
         return words
 
     def entry_words(self, entry: MapEntry, lo: int = 0, hi: int | None = None) -> list[int]:
-        """Registers ``lo .. hi - 1`` of an entry (offsets within it), rendered now."""
+        """Registers ``lo .. hi - 1`` of an entry (offsets within it), rendered now.
+
+        Rendering the whole of a recorded entry notes its value in ``Sim.served``.
+        """
         hi = entry.width if hi is None else hi
         if entry.source == SOURCE_CAPTURE:
             block: list[int] = self._waveform(entry)[lo:hi].tolist()
             return block + [0] * (hi - lo - len(block))  # a shorter capture: zeros after it
-        return encode(entry, self.source_value(entry))[lo:hi]
+        raw = register_value(entry, self.source_value(entry))
+        served = self._served.get(entry.name)
+        if served is not None and lo == 0 and hi == entry.width:
+            served.record(int(raw))
+        return to_words(raw, entry.data_type, entry.order)[lo:hi]
 
     def source_value(self, entry: MapEntry) -> float:
         """The engineering value behind an entry, now (sensor faults applied)."""
@@ -267,18 +285,26 @@ def waveform_counts(capture: npt.ArrayLike, scale_g: float) -> npt.NDArray[np.in
     return clipped
 
 
-def encode(entry: MapEntry, value: float) -> list[int]:
-    """One value of a (non-block) register entry as its registers."""
+def register_value(entry: MapEntry, value: float) -> float:
+    """The number a (non-block) register entry holds for ``value``, as a client decodes it.
+
+    Floats as they are; integers scaled, rounded, and wrapped (counters) or saturated at
+    the type's limits.
+    """
     if is_float(entry.data_type):
-        return to_words(value, entry.data_type, entry.order)
+        return value
     low, high = INTEGER_RANGES[entry.data_type]
     if not math.isfinite(value):
         raw = high if value > 0 else low if value < 0 else 0
     else:
         raw = round(value / entry.scale) if entry.scale != 1 else round(value)
     span = high - low + 1
-    raw = (raw - low) % span + low if entry.wraps else min(high, max(low, raw))
-    return to_words(raw, entry.data_type, entry.order)
+    return (raw - low) % span + low if entry.wraps else min(high, max(low, raw))
+
+
+def encode(entry: MapEntry, value: float) -> list[int]:
+    """One value of a (non-block) register entry as its registers."""
+    return to_words(register_value(entry, value), entry.data_type, entry.order)
 
 
 def decode(entry: MapEntry, values: Sequence[int] | Sequence[bool]) -> float | bool:

@@ -31,6 +31,10 @@ Nodes, all with string NodeIds ``ns=<n>;s=PumpSkid.<path>`` (e.g.
       VibrationDE.SampleRateHz Double
       ResetTrip()              method, no arguments
 
+A client Read of ``Counter``'s value and a Publish response carrying a data-change
+notification of it are noted in ``Sim.served`` (see ``plcsim.served``), with the value the
+client gets.
+
 Every AnalogItem has the standard ``EngineeringUnits`` (EUInformation, UNECE codes RPM,
 AMP, CEL, MQH, BAR, P1, K40) and ``EURange`` properties, NodeIds ``<path>.EngineeringUnits``
 and ``<path>.EURange``. Values come from ``Sim.signal`` (so sensor faults apply) and are
@@ -85,6 +89,7 @@ from plcsim import opcua_monitoring, opcua_security
 from plcsim.faults import Fault
 from plcsim.opcua_security import ServerSecurity
 from plcsim.plant import MAX_SPEED_RPM
+from plcsim.served import ServedRuns
 from plcsim.sim import Sim
 
 FACE = "opcua"
@@ -115,6 +120,7 @@ class Point:
     eu_range: tuple[float, float] | None = None
     plant_input: str | None = None  # the Sim.write name when writable
     refused_status: int = StatusCodes.BadOutOfRange  # what a PLC refusal answers
+    served_as: str | None = None  # its Sim.served name: values handed out are noted there
 
     @property
     def node_path(self) -> str:
@@ -149,7 +155,7 @@ POINTS: tuple[Point, ...] = (
           refused_status=StatusCodes.BadInvalidState),
     Point("Tripped", ua.VariantType.Boolean, _signal("tripped")),
     Point("TripReason", ua.VariantType.String, lambda sim: sim.plant.trip_reason or ""),
-    Point("Counter", ua.VariantType.UInt32, _signal("counter")),
+    Point("Counter", ua.VariantType.UInt32, _signal("counter"), served_as="counter"),
     Point("VibrationDE.Capture", ua.VariantType.Double, _vibration_capture, STANDARD_GRAVITY,
           (-50.0, 50.0)),
     Point("VibrationDE.CaptureCounter", ua.VariantType.UInt32,
@@ -255,6 +261,8 @@ class OpcuaFace:
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._points = {p.node_path: p for p in POINTS}
+        self._served = {p.node_path: runs for p in POINTS if p.served_as is not None
+                        and (runs := sim.served.recorder(p.served_as)) is not None}
         self._last: dict[str, Any] = {}
         self._capture_counter = -1
         self._frozen: list[asyncio.Transport] = []
@@ -285,7 +293,7 @@ class OpcuaFace:
         if self.port == 0:
             self.port = _free_port(self.host)
         server = Server()
-        opcua_monitoring.install(server.iserver, self._eu_range)
+        opcua_monitoring.install(server.iserver, self._eu_range, self._served_runs)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("plcsim pump skid")
@@ -299,6 +307,7 @@ class OpcuaFace:
             iserver.aspace, self.namespace_index, self._client_write)
         server.subscribe_server_callback(CallbackType.PreRead, self._delay)
         server.subscribe_server_callback(CallbackType.PreWrite, self._delay)
+        server.subscribe_server_callback(CallbackType.PostRead, self._note_reads)
         await server.start()
         self._server = server
         if certificate is not None:
@@ -358,6 +367,24 @@ class OpcuaFace:
             return None
         point = self._points.get(str(node_id.Identifier))
         return point.eu_range if point is not None else None
+
+    def _served_runs(self, node_id: ua.NodeId) -> ServedRuns | None:
+        """The served-value record of one of our nodes, if its values are recorded."""
+        if node_id.NamespaceIndex != self.namespace_index:
+            return None
+        return self._served.get(str(node_id.Identifier))
+
+    def _note_reads(self, event: ServerItemCallback, dispatcher: CallbackService) -> None:
+        """PostRead hook: note the recorded values a client's Read response carries."""
+        del dispatcher
+        if not event.is_external or not self._served:
+            return
+        params: ua.ReadParameters = event.request_params
+        values: list[ua.DataValue] = event.response_params
+        for item, value in zip(params.NodesToRead, values, strict=True):
+            if item.AttributeId == AttributeIds.Value and not item.IndexRange and (
+                    runs := self._served_runs(item.NodeId)) is not None:
+                opcua_monitoring.note_served(runs, value)
 
     # -- address space -----------------------------------------------------------------------
 

@@ -15,7 +15,14 @@ so the face installs this instead (``install`` before ``Server.init``):
   the queue", Part 4 7.22.2); a status change always reports; an array reports when any
   element moves beyond the deadband or its length changes; entering or leaving NaN reports.
 
-Known gap: ModifyMonitoredItems takes filters unchecked (asyncua's own behaviour).
+Served values (``plcsim.served``): a Publish response sent to a client notes the values of
+recorded nodes (``Counter``) its data-change notifications carry - only what is delivered,
+not what a queue of size 1 overwrote before the next publishing interval.
+
+Known gaps: ModifyMonitoredItems takes filters unchecked (asyncua's own behaviour). Served
+values are matched to nodes by the item's client handle, which is assumed unique within a
+subscription (every client library we know makes it so); a Republish of a lost
+notification message is not noted again.
 """
 
 from __future__ import annotations
@@ -26,13 +33,17 @@ from typing import Any
 
 from asyncua import ua
 from asyncua.server.internal_server import InternalServer
+from asyncua.server.internal_subscription import InternalSubscription
 from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 from asyncua.server.subscription_service import SubscriptionService
 from asyncua.ua import uaprotocol_auto
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.status_codes import StatusCodes
 
+from plcsim.served import ServedRuns
+
 EuRange = Callable[[ua.NodeId], tuple[float, float] | None]  # a node's EURange, if it has one
+Served = Callable[[ua.NodeId], ServedRuns | None]  # a node's served-value record, if it has one
 
 NUMBERS = frozenset({
     ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
@@ -41,14 +52,27 @@ NUMBERS = frozenset({
 })
 
 
-def install(iserver: InternalServer, eu_range: EuRange) -> None:
+def _not_served(node_id: ua.NodeId) -> None:
+    del node_id
+
+
+def install(iserver: InternalServer, eu_range: EuRange, served: Served = _not_served) -> None:
     """Put ``SpecSubscriptions`` in place of asyncua's subscription service.
 
     Call it before ``Server.init``, which binds the standard events to the service.
     """
-    service = SpecSubscriptions(iserver.aspace, iserver, eu_range)
+    service = SpecSubscriptions(iserver.aspace, iserver, eu_range, served)
     iserver.subscription_service = service
     iserver.isession.subscription_service = service
+
+
+def note_served(runs: ServedRuns, value: ua.DataValue) -> None:
+    """Record ``value`` as served to a client when it is a good integer value."""
+    if value.StatusCode is not None and not value.StatusCode.is_good():
+        return
+    number = value.Value.Value if value.Value is not None else None
+    if isinstance(number, int) and not isinstance(number, bool):
+        runs.record(number)
 
 
 def beyond(old: Any, new: Any, deadband: float) -> bool:
@@ -66,7 +90,61 @@ def beyond(old: Any, new: Any, deadband: float) -> bool:
 
 
 class DeadbandItems(MonitoredItemService):
-    """One subscription's monitored items, deadbands compared with the last reported value."""
+    """One subscription's monitored items, deadbands compared with the last reported value.
+
+    It also knows which of its items watch a recorded node, to note what a Publish response
+    delivers (``note_delivered``).
+    """
+
+    def __init__(self, isub: InternalSubscription, aspace: Any,
+                 served: Served = _not_served) -> None:
+        super().__init__(isub, aspace)
+        self._served = served
+        self._recorded: dict[int, ServedRuns] = {}  # by client handle
+        self._handles: dict[int, int] = {}  # monitored item id -> client handle, recorded ones
+
+    async def create_monitored_items(
+        self, params: ua.CreateMonitoredItemsParameters
+    ) -> list[ua.MonitoredItemCreateResult]:
+        """Create the items; remember those that watch a recorded node's value."""
+        wanted: dict[int, ServedRuns] = {}
+        for item in params.ItemsToCreate:
+            target = item.ItemToMonitor
+            if target.AttributeId == AttributeIds.Value and (
+                    runs := self._served(target.NodeId)) is not None:
+                wanted[item.RequestedParameters.ClientHandle] = runs
+        # Known before creating: the first notification may be published during the call.
+        self._recorded.update(wanted)
+        results = await super().create_monitored_items(params)
+        for item, result in zip(params.ItemsToCreate, results, strict=True):
+            handle = item.RequestedParameters.ClientHandle
+            if handle not in wanted:
+                continue
+            if result.StatusCode.is_good():
+                self._handles[result.MonitoredItemId] = handle
+            else:
+                self._recorded.pop(handle, None)
+        return results
+
+    def delete_monitored_items(self, ids: list[int]) -> list[ua.StatusCode]:
+        """Delete the items, and forget those that watched a recorded node."""
+        for mid in ids:
+            handle = self._handles.pop(mid, None)
+            if handle is not None:
+                self._recorded.pop(handle, None)
+        return super().delete_monitored_items(ids)
+
+    def note_delivered(self, result: ua.PublishResult) -> None:
+        """Note in the served record the recorded values a Publish response carries."""
+        if not self._recorded:
+            return
+        for data in result.NotificationMessage.NotificationData:
+            if not isinstance(data, ua.DataChangeNotification):
+                continue
+            for item in data.MonitoredItems:
+                runs = self._recorded.get(item.ClientHandle)
+                if runs is not None:
+                    note_served(runs, item.Value)
 
     def _is_deadband_exceeded(self, values: MonitoredItemValues, flt: ua.DataChangeFilter) -> bool:
         old, new = values.get_old_datavalue(), values.get_current_datavalue()
@@ -87,9 +165,11 @@ class DeadbandItems(MonitoredItemService):
 class SpecSubscriptions(SubscriptionService):
     """asyncua's subscription service with filters checked per item and spec deadbands."""
 
-    def __init__(self, aspace: Any, iserver: InternalServer, eu_range: EuRange) -> None:
+    def __init__(self, aspace: Any, iserver: InternalServer, eu_range: EuRange,
+                 served: Served = _not_served) -> None:
         super().__init__(aspace, iserver)
         self._eu_range = eu_range
+        self._served = served
 
     async def create_subscription(
         self,
@@ -98,10 +178,23 @@ class SpecSubscriptions(SubscriptionService):
         session_id: ua.NodeId,
         request_callback: Callable[..., Any] | None = None,
     ) -> ua.CreateSubscriptionResult:
-        """A subscription as asyncua makes it, with its (still empty) item service ours."""
+        """A subscription as asyncua makes it, with its (still empty) item service ours.
+
+        A client's subscription (one with ``request_callback``) notes the recorded values of
+        each Publish response just before it is sent.
+        """
         result = await super().create_subscription(params, callback, session_id, request_callback)
         subscription = self.subscriptions[result.SubscriptionId]
-        subscription.monitored_item_srv = DeadbandItems(subscription, self.aspace)
+        items = DeadbandItems(subscription, self.aspace, self._served)
+        subscription.monitored_item_srv = items
+        if request_callback is not None:
+            forward = subscription.pub_result_callback
+
+            async def publish(published: ua.PublishResult, *args: Any) -> None:
+                items.note_delivered(published)
+                await forward(published, *args)
+
+            subscription.pub_result_callback = publish
         return result
 
     async def create_monitored_items(

@@ -3,7 +3,8 @@
 Faces (Modbus TCP/RTU, OPC UA, the line device) hold a ``Sim`` and never touch the plant
 directly: reads go through ``signal`` (so injected sensor faults apply), writes through
 ``write`` (so the PLC logic decides and the write log records), and connection-level faults
-through ``faults`` (dropout, latency, exceptions, disconnects, reboots).
+through ``faults`` (dropout, latency, exceptions, disconnects, reboots). What they served
+of the recorded signals (the counter) goes into ``served``.
 
 Time: ``now_s`` is plant time. ``run`` ticks in real time times ``speedup``; ``step``
 advances by hand, for deterministic tests.
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from plcsim.faults import Fault, FaultSet
 from plcsim.plant import NOMINAL_SPEED_RPM, PumpSkid, WriteResult
+from plcsim.served import ServedLog
 from plcsim.vibration import VibrationSensor
 from plcsim.writelog import WriteLog
 
@@ -72,6 +74,7 @@ class Sim:
         self.plant = PumpSkid(seed)
         self.faults = FaultSet(self.now_s, seed)
         self.writes = WriteLog()
+        self.served = ServedLog()  # the counter values the faces handed out
         self.vibration = vibration or VibrationSensor(seed=seed)
         self._reboot_listeners: list[Callable[[], None]] = []
         self._disconnect_listeners: list[Callable[[str], None]] = []
