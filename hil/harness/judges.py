@@ -226,6 +226,12 @@ def _event(events: list[dict[str, Any]], label: str) -> dict[str, Any] | None:
     return next((e for e in events if e["id"] == label), None)
 
 
+def _stamp(received: float, doc: dict[str, Any]) -> float:
+    """A record's own time (``ts``, ms) in seconds; its arrival time if it has none."""
+    ts = doc.get("ts")
+    return ts / 1000.0 if isinstance(ts, int | float) and not isinstance(ts, bool) else received
+
+
 def judge_alarm(expectation: Expectation, view: BrokerView,
                 events: list[dict[str, Any]]) -> Outcome:
     """The alarm is raised after its cause and cleared after the cause went away."""
@@ -233,7 +239,9 @@ def judge_alarm(expectation: Expectation, view: BrokerView,
     if raise_event is None:
         return Outcome(expectation.title, "alarm", False,
                        f"action {expectation.raised_by} never ran")
-    flips = [(t, bool(doc.get("active"))) for t, doc in view.alarms
+    # When the gateway raised it (its "ts"), not when it arrived: an alarm raised during a
+    # broker outage can only arrive after it.
+    flips = [(_stamp(t, doc), bool(doc.get("active"))) for t, doc in view.alarms
              if doc.get("alarm") == expectation.alarm]
     raised = next((t for t, active in flips if active and t >= raise_event["t"]), None)
     figures: dict[str, Any] = {"alarm": expectation.alarm, "messages": len(flips)}

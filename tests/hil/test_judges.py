@@ -159,8 +159,10 @@ def test_converge_fails_when_the_twin_never_catches_up(tmp_path: Path) -> None:
     assert outcome.figures["seconds"] == {"cmd": None}
 
 
-def alarm(t: float, seq: int, active: bool) -> dict[str, Any]:
-    return message(t, f"{PREFIX}/alarms", {"seq": seq, "alarm": "outbox_full", "active": active})
+def alarm(t: float, seq: int, active: bool, *, received: float | None = None
+          ) -> dict[str, Any]:
+    return message(t if received is None else received, f"{PREFIX}/alarms",
+                   {"seq": seq, "ts": int(t * 1000), "alarm": "outbox_full", "active": active})
 
 
 def test_alarm_raised_and_cleared_in_time(tmp_path: Path) -> None:
@@ -175,6 +177,16 @@ def test_alarm_raised_and_cleared_in_time(tmp_path: Path) -> None:
     assert outcome.figures["cleared_after_s"] == 3.0
     never_cleared = view_of(tmp_path, [alarm(T0 + 2, 1, True)])
     assert not judges.judge_alarm(expectation, never_cleared, [outage]).passed
+
+
+def test_an_alarm_raised_during_an_outage_counts_from_its_own_time(tmp_path: Path) -> None:
+    """Raised 2 s in, delivered only when the broker came back: judged by its ts."""
+    outage = {"t": T0, "id": "outage", "action": "broker_stop", "args": {}, "end": T0 + 20}
+    expectation = Expectation(kind="alarm", alarm="outbox_full", raised_by="outage", within=5)
+    view = view_of(tmp_path, [alarm(T0 + 2, 1, True, received=T0 + 21)])
+    outcome = judges.judge_alarm(expectation, view, [outage])
+    assert outcome.passed, outcome.summary
+    assert outcome.figures["raised_after_s"] == 2.0
 
 
 def result(t: float, seq: int, command_id: str, accepted: bool) -> dict[str, Any]:
