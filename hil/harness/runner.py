@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -171,7 +172,8 @@ class Run:
             commands=self.commands, exits=self.gateway.exits if self.gateway else [],
             crash=crash)
         results.update(started=started, ended=time.time(),
-                       gateway=" ".join(self.gateway_cmd))
+                       gateway=shlex.join(self.gateway.argv) if self.gateway
+                       else " ".join(self.gateway_cmd))
         (self.out / "results.json").write_text(json.dumps(results, indent=1))
         return results
 

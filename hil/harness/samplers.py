@@ -88,8 +88,8 @@ async def sample_resources(pid_of: Callable[[], int | None], out: Path,
     async def one() -> dict[str, Any] | None:
         pid = pid_of()
         usage = None if pid is None else await asyncio.to_thread(process_tree_usage, pid)
-        if pid is None or usage is None:
-            return None
+        if pid is None or usage is None or usage[0] == 0:
+            return None  # not running, or a zombie (killed, not yet reaped): no memory
         return {"t": time.time(), "pid": pid, "rss_bytes": usage[0], "cpu_s": usage[1]}
     await _every(interval_s, out, one)
 
