@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,17 @@ from tests.helpers.mounts import mount_tmpfs, unmount
 from tests.helpers.mqtt import Recorder
 from tests.helpers.procs import Broker, PlcSim
 from tests.helpers.tls import PkiPaths, make_pki
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def interop_python() -> Path:
+    """The interop venv's interpreter (pysparkplug); ``$EDGETWIN_INTEROP_PYTHON`` overrides it."""
+    path = Path(os.environ.get("EDGETWIN_INTEROP_PYTHON", REPO / ".venv-interop/bin/python"))
+    if not path.exists():
+        pytest.fail(f"{path} is missing: `make interop-venv` (or `make test`) creates it")
+    return path
 
 
 @pytest.fixture

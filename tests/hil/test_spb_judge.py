@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,15 +27,6 @@ ENCODER = Path(__file__).with_name("encode_sparkplug.py")
 GROUP, NODE = "hil", "gw1"
 T0 = 1_800_000_000.0
 SEQ_KINDS = {"NBIRTH", "DBIRTH", "NDATA", "DDATA", "DDEATH"}
-
-
-@pytest.fixture(scope="session")
-def interop_python() -> Path:
-    """The interpreter of the interop venv (``$EDGETWIN_INTEROP_PYTHON`` overrides it)."""
-    path = Path(os.environ.get("EDGETWIN_INTEROP_PYTHON", REPO / ".venv-interop/bin/python"))
-    if not path.exists():
-        pytest.fail(f"{path} is missing: `make interop-venv` (or `make test`) creates it")
-    return path
 
 
 def ms(t: float) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,15 +21,6 @@ from tests.helpers.mqtt import Received
 
 REPO = Path(__file__).resolve().parents[2]
 DECODER = REPO / "hil" / "interop" / "decode_sparkplug.py"
-
-
-@pytest.fixture(scope="session")
-def interop_python() -> Path:
-    """The interpreter of the interop venv (``$EDGETWIN_INTEROP_PYTHON`` overrides it)."""
-    path = Path(os.environ.get("EDGETWIN_INTEROP_PYTHON", REPO / ".venv-interop/bin/python"))
-    if not path.exists():
-        pytest.fail(f"{path} is missing: `make interop-venv` (or `make test`) creates it")
-    return path
 
 
 def write_recording(messages: Iterable[Received], path: Path) -> None:
