@@ -150,6 +150,7 @@ class Gateway:
         self.starts = 0
         self.started_at: float | None = None  # epoch seconds of the last spawn
         self.exits: list[tuple[float, int]] = []  # (epoch, status) of every end seen
+        self._ending = False  # the harness is stopping or killing it: not a crash
 
     @property
     def pid(self) -> int | None:
@@ -175,22 +176,30 @@ class Gateway:
     async def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM and wait: the clean stop systemd does."""
         if self.process is not None:
-            status = await _terminate(self.process, timeout_s)
+            self._ending = True
+            try:
+                status = await _terminate(self.process, timeout_s)
+            finally:
+                self._ending = False
             self.exits.append((time.time(), status))
             self.process = None
 
     async def kill(self) -> None:
         """SIGKILL: nothing is flushed, nothing closed (a crash, an OOM kill, a power cut)."""
         if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            status = await self.process.wait()
+            self._ending = True
+            try:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                status = await self.process.wait()
+            finally:
+                self._ending = False
             self.exits.append((time.time(), status))
         self.process = None
 
     def crashed(self) -> int | None:
         """The exit status if it ended by itself (not by the harness), else None."""
-        if self.process is not None and self.process.returncode is not None:
+        if not self._ending and self.process is not None and self.process.returncode is not None:
             status = self.process.returncode
             self.exits.append((time.time(), status))
             self.process = None
