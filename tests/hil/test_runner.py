@@ -1,0 +1,37 @@
+"""The runner end to end, against a gateway that breaks the rules: the judges must catch it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hil.harness.profile import REPO, load_profile
+from hil.harness.runner import run_scenario
+from hil.harness.scenario import Scenario
+
+from tests.hil.rogue_gateway import ROGUE_SETPOINT
+
+pytestmark = [pytest.mark.broker, pytest.mark.sim]
+
+ROGUE = Path(__file__).with_name("rogue_gateway.py")
+
+
+async def test_a_rogue_gateway_fails_the_judges(tmp_path: Path) -> None:
+    """A gateway that writes without a command and publishes nothing fails every judge."""
+    scenario = Scenario.model_validate({
+        "name": "rogue", "duration": 6, "settle": 2, "gateway": {"template": "skid.yaml"},
+        "timeline": [{"at": 0, "do": "gateway_start"}],
+        "expect": [{"kind": "writes"}, {"kind": "no_loss"}, {"kind": "restart_time"}]})
+    profile = load_profile(REPO / "hil" / "gateways" / "edgetwin")
+    results = await run_scenario(scenario, profile, tmp_path / "run",
+                                 gateway_cmd=[sys.executable, str(ROGUE), "{config}"])
+    outcomes = {o["kind"]: o for o in results["outcomes"]}
+    assert not results["passed"]
+    assert outcomes["writes"]["figures"]["unexplained_writes"] == [
+        f"speed_setpoint_rpm={ROGUE_SETPOINT}"]
+    assert not outcomes["no_loss"]["passed"]  # it read no counter: nothing to judge
+    assert outcomes["restart_time"]["figures"]["seconds"] == [None]
+    assert outcomes["alive"]["figures"]["final_exit_status"] == 3
+    assert str(ROGUE) in results["gateway"]
+    assert (tmp_path / "run" / "data" / "messages.jsonl").exists()
