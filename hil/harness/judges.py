@@ -424,6 +424,35 @@ def judge_alive(events: list[dict[str, Any]], exits: list[tuple[float, int]],
                     "final_exit_status": final, "harness_error": crash})
 
 
+def fault_matrix(view: BrokerView, runs: list[tuple[int, int, float, float]],
+                 events: list[dict[str, Any]], outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """One row per timeline action: what it cost in lost samples and how fast the twin healed.
+
+    Convergence times come from the converge judge, when the scenario has one. A lost
+    value belongs to the last action that began before the sim served it.
+    """
+    expected = Counter[int]()
+    for first, last, _, _ in runs:
+        expected.update(range(first, last + 1))
+    missing = expected - Counter(v for _, v, _, _ in view.counter)
+    times = served_times(runs)
+    starts = [e["t"] for e in events]
+    lost = [0] * len(events)
+    for value, count in missing.items():
+        i = bisect.bisect_right(starts, times.get(value, 0.0)) - 1
+        if i >= 0:
+            lost[i] += count
+    converge: dict[str, Any] = next(
+        (o.figures.get("seconds", {}) for o in outcomes if o.kind == "converge"), {})
+    rows = []
+    for event, n_lost in zip(events, lost, strict=True):
+        label = event["id"] or event["action"]
+        rows.append({"id": label, "action": event["action"], "t": event["t"],
+                     "for_s": None if not event.get("end") else round(event["end"] - event["t"], 1),
+                     "lost": n_lost, "converged_s": converge.get(label)})
+    return rows
+
+
 def judge_run(scenario: Scenario, profile: Profile, data: Path, *, freeze_t: float,
               commands: list[dict[str, Any]], exits: list[tuple[float, int]],
               crash: str | None) -> dict[str, Any]:
@@ -445,6 +474,7 @@ def judge_run(scenario: Scenario, profile: Profile, data: Path, *, freeze_t: flo
     return {"scenario": scenario.name, "about": scenario.about,
             "passed": all(o.passed for o in outcomes),
             "outcomes": [o.as_dict() for o in outcomes],
+            "faults": fault_matrix(view, runs, events, outcomes),
             "plots": {"counter_point": template.counter,
                       "counter_signal": template.points[template.counter].signal,
                       "twin_points": {p: {"signal": m.signal, "scale": m.scale}

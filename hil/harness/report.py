@@ -855,6 +855,35 @@ def write_report(scenario_dir: Path) -> Path:
     return summary
 
 
+def _fault_matrix(scenario_dirs: Sequence[Path]) -> list[str]:
+    """The fault matrix: every action of every scenario, what it cost and how fast it healed."""
+    rows = []
+    for folder in scenario_dirs:
+        results, _ = _load_results(folder)
+        started = _finite(results.get("started")) or 0.0
+        for fault in results.get("faults") or []:
+            if not isinstance(fault, dict) or fault.get("action") in ("gateway_exited", "freeze"):
+                continue
+            at = _finite(fault.get("t"))
+            converged = fault.get("converged_s")
+            rows.append(
+                f"| {_cell(str(fault.get('action')))} | {_cell(str(results.get('scenario')))} "
+                f"| {_cell(str(fault.get('id')))} "
+                f"| {'' if at is None else f'{at - started:.0f}'} "
+                f"| {fault.get('for_s') or ''} | {fault.get('lost', '')} "
+                f"| {'—' if converged is None else converged} |")
+    if not rows:
+        return []
+    rows.sort()
+    return ["", "## Fault matrix", "",
+            "Each action of each scenario: when it began (seconds into the scenario), how long "
+            "it lasted, the counter values the sim served while it was the latest action that "
+            "never reached the broker, and how long after it ended the broker-side twin equalled "
+            "the plant again (— where the scenario does not judge convergence, or never).", "",
+            "| Fault | Scenario | Id | At s | For s | Samples lost | Converged after s |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: |", *rows]
+
+
 def write_run_summary(run_dir: Path, scenario_dirs: Sequence[Path]) -> Path:
     """Write the run's top summary.md in ``run_dir`` and return its path.
 
@@ -887,7 +916,7 @@ def write_run_summary(run_dir: Path, scenario_dirs: Sequence[Path]) -> Path:
              f"{_duration(total_s)} in all.")
     lines = [f"# HIL run {run_dir.name} — {PASSED if everything else FAILED}", "", tally, "",
              "| Scenario | Result | Duration | Failed expectations |",
-             "| --- | --- | ---: | --- |", *rows]
+             "| --- | --- | ---: | --- |", *rows, *_fault_matrix(scenario_dirs)]
     summary = run_dir / SUMMARY
     summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary

@@ -217,6 +217,24 @@ def test_run_summary_lists_each_scenario_with_a_link(tmp_path: Path) -> None:
     assert "| 60.0 s |" in bad_row
 
 
+def test_run_summary_has_a_fault_matrix(tmp_path: Path) -> None:
+    """Every fault of every scenario gets a row: when, how long, samples lost, convergence."""
+    run_dir = tmp_path / "run"
+    folder = run_dir / "outages"
+    folder.mkdir(parents=True)
+    doc = results("outages", passed=False)
+    doc["faults"] = [
+        {"id": "cut", "action": "link_cut", "t": doc["started"] + 24, "for_s": 6.0,
+         "lost": 3, "converged_s": 5.5},
+        {"id": "end", "action": "freeze", "t": doc["started"] + 60, "for_s": None,
+         "lost": 0, "converged_s": None}]
+    (folder / "results.json").write_text(json.dumps(doc))
+    text = write_run_summary(run_dir, [folder]).read_text()
+    assert "## Fault matrix" in text
+    assert "| link_cut | outages | cut | 24 | 6.0 | 3 | 5.5 |" in text
+    assert "| freeze |" not in text  # the end of the run is not a fault
+
+
 def test_a_plot_that_fails_is_named_and_the_rest_is_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in one plot costs that plot only: the report names it and draws the others."""
