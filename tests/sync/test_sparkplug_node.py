@@ -16,6 +16,7 @@ from edgetwin.sync.sparkplug.node import BDSEQ, REBIRTH, BadCommand, EdgeNode
 from edgetwin.sync.sparkplug.sparkplug_b_pb2 import Payload
 from edgetwin.sync.sparkplug.values import DataType, get_value, set_value
 from edgetwin.twin import TwinStore
+from tests.helpers.mounts import fill, mount_tmpfs, unmount
 
 POINTS = ["pump1/speed", "pump1/run", "pump1/name", "tank1/level"]
 
@@ -107,6 +108,26 @@ def test_bdseq_grows_per_connect_and_survives_a_restart(tmp_path: Path) -> None:
     again = EdgeNode("plant", "gw1", POINTS, twin, tmp_path)
     assert first == [0, 1, 2]
     assert metric(decode(again.next_will().payload), BDSEQ).long_value == 3
+
+
+def test_bdseq_is_kept_on_a_full_disk(tmp_path: Path) -> None:
+    """A full state disk must not keep the node from reconnecting: bdSeq still persists.
+
+    A real 64 KiB tmpfs, filled up after the first CONNECT wrote the file.
+    """
+    state = tmp_path / "state"
+    mount_tmpfs(state, 64)
+    try:
+        twin = TwinStore({p: PointSpec(p, "s") for p in POINTS}, state)
+        node = EdgeNode("plant", "gw1", POINTS, twin, state)
+        node.next_will()
+        fill(state)
+        wills = [metric(decode(node.next_will().payload), BDSEQ).long_value for _ in range(2)]
+        again = EdgeNode("plant", "gw1", POINTS, twin, state)
+        assert wills == [1, 2]
+        assert metric(decode(again.next_will().payload), BDSEQ).long_value == 3
+    finally:
+        unmount(state)
 
 
 def test_device_death_and_birth_follow_the_source(tmp_path: Path) -> None:

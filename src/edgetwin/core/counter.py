@@ -31,6 +31,31 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def overwrite_in_place(path: Path, data: bytes) -> None:
+    """Write ``data`` over a file of the same size without allocating: works on a full disk.
+
+    A small fixed-width record (a few bytes, inside one sector) is overwritten where it
+    lies and fsynced; that needs no new block, so it still succeeds when the disk is full.
+    A file that is missing or of another size is replaced with ``write_atomically``.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        write_atomically(path, data)
+        return
+    try:
+        if os.fstat(fd).st_size != len(data):
+            os.close(fd)
+            fd = -1
+            write_atomically(path, data)
+            return
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 class ReservedCounter:
     """Monotonic integer counter backed by a ceiling file in blocks of ``block`` values."""
 

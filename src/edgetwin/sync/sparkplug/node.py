@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetwin import __version__
-from edgetwin.core.counter import write_atomically
+from edgetwin.core.counter import overwrite_in_place
 from edgetwin.core.ports import TwinView
 from edgetwin.core.types import Command, CommandOrigin, Delta, PointState, Quality, asset_of
 from edgetwin.sync.message import MqttMessage
@@ -108,7 +108,9 @@ class EdgeNode:
     def next_will(self) -> MqttMessage:
         """The NDEATH for the next CONNECT, with the next bdSeq (kept on disk first)."""
         self.bdseq = (self.bdseq + 1) % 256
-        write_atomically(self._bdseq_path, f"{self.bdseq}\n".encode())
+        # Fixed width, overwritten in place: a full disk must not keep the node off the
+        # broker (the HIL disk-full scenario found reconnects waiting for free space).
+        overwrite_in_place(self._bdseq_path, f"{self.bdseq:03d}\n".encode())
         return self.death_certificate()
 
     def death_certificate(self) -> MqttMessage:
