@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from hil.harness import judges
-from hil.harness.profile import PointMap, Template
+from hil.harness.profile import REPO, PointMap, Template, load_profile
 from hil.harness.scenario import Expectation
 from hil.harness.twin import BrokerView, rebuild
 
@@ -92,6 +92,25 @@ def test_a_reboot_serves_low_values_twice_and_both_must_arrive(tmp_path: Path) -
     assert judges.judge_loss(view_of(tmp_path, msgs), runs, []).passed
     runs.append(run(0, 1, T0 + 9))
     assert judges.judge_loss(view_of(tmp_path, msgs), runs, []).figures["lost"] == 2
+
+
+def metrics_sample(dropped: int) -> list[dict[str, Any]]:
+    return [{"t": T0, "values": {"edgetwin_outbox_dropped_total": float(dropped)}}]
+
+
+def test_drops_must_all_be_counted(tmp_path: Path) -> None:
+    """Losses equal to the count pass; an uncounted loss fails; an in-flight surplus is allowed."""
+    profile = load_profile(REPO / "hil" / "gateways" / "edgetwin")
+    msgs = [reported(T0 + i * 0.1, i + 1, i) for i in range(100) if not 20 <= i < 80]
+    view = view_of(tmp_path, msgs)
+    expectation = Expectation(kind="drops_counted", min_lost=10)
+    runs = [run(0, 99, T0)]
+    assert judges.judge_drops(expectation, view, runs, metrics_sample(60), profile).passed
+    assert not judges.judge_drops(expectation, view, runs, metrics_sample(59), profile).passed
+    surplus = judges.judge_drops(expectation, view, runs, metrics_sample(61), profile)
+    assert surplus.passed
+    assert surplus.figures["delivered_then_dropped"] == 1
+    assert not judges.judge_drops(expectation, view, runs, metrics_sample(90), profile).passed
 
 
 def test_order_fails_on_an_inversion_within_a_lane(tmp_path: Path) -> None:
