@@ -16,7 +16,7 @@ from edgetwin.config import InvalidConfig, parse_config
 from edgetwin.core.types import Quality
 from edgetwin.sources import source_configs
 from edgetwin.sources.modbus import ModbusSource, ModbusTcpConfig
-from edgetwin.sources.modbus.connection import _SHARED
+from edgetwin.sources.modbus.connection import _SHARED, SharedClient, alive
 from plcsim import Sim
 from plcsim.modbus_tcp import ModbusTcpFace
 from tests.helpers.recording import RecordingHealth
@@ -191,3 +191,33 @@ def test_connection_sharing_rules_in_the_config() -> None:
     for clash in (source_yaml("b", 1), source_yaml("b", 2, timeout=0.5)):
         with pytest.raises(InvalidConfig, match=r"modbus_tcp:192\.0\.2\.10:502 is already used"):
             parse_config(GATEWAY + source_yaml("a", 1) + clash, "gw.yaml", source_configs())
+
+
+async def test_a_transport_reset_during_connect_is_not_taken_for_an_open_link(
+    gateway: ModbusTcpFace,
+) -> None:
+    """The race the HIL soak found: a peer that resets right after accepting.
+
+    pymodbus's ``connect`` stores the transport after asyncio already closed it, so the
+    client claims to be connected over a dead socket. Here that state is made by hand: the
+    transport is aborted, and after asyncio told pymodbus, put back as pymodbus would.
+    The link must not be handed out; ``open`` must connect afresh.
+    """
+    shared = SharedClient(tcp(gateway, "s", 1, [{"id": "pump1/counter", "address": 0,
+                                                "type": "uint32"}]))
+    try:
+        client = await shared.open()
+        assert client is not None and alive(client)
+        transport = client.ctx.transport  # type: ignore[attr-defined]  # pymodbus internals
+        transport.abort()
+        await until(lambda: not client.connected)  # asyncio reported the loss to pymodbus
+        client.ctx.transport = transport  # type: ignore[attr-defined]  # ...and connect() put it back
+        assert client.connected  # what pymodbus believes
+        assert not alive(client)
+        assert not shared.current(client)
+        fresh = await shared.open()
+        assert fresh is not None and fresh is not client
+        answer = await fresh.read_holding_registers(0, count=2, device_id=1)
+        assert not answer.isError()
+    finally:
+        shared.close()

@@ -82,6 +82,24 @@ class Client(Protocol):
         """Open the connection or port; False when it cannot (pymodbus's way to fail)."""
 
 
+def alive(client: Client) -> bool:
+    """The client is connected and its transport is really open.
+
+    pymodbus's ``connected`` only says it holds a transport. Its ``connect`` assigns the
+    transport after the connection is made, so a peer that accepts and resets at once can
+    close that transport before the assignment, which then brings the dead transport back
+    (pymodbus 3.16). Writes then vanish and every request times out; as timeouts keep a link
+    open, the link would stay dead until five timeouts in a row, minutes with backoff. The
+    HIL soak found it: 80 s back after a 10 s PLC link cut. asyncio's ``is_closing()`` on the
+    transport tells the truth.
+    """
+    if not client.connected:
+        return False
+    transport = getattr(getattr(client, "ctx", None), "transport", None)
+    closing = getattr(transport, "is_closing", None)
+    return not (callable(closing) and closing())
+
+
 class SharedClient:
     """One link's pymodbus client, opened on demand, and the lock its sources take turns with.
 
@@ -112,7 +130,7 @@ class SharedClient:
         """The open client, connecting a new one if there is none; None if that fails."""
         async with self._opening:
             old = self.client
-            if old is not None and old.connected:
+            if old is not None and alive(old):
                 return old
             if old is not None:
                 old.close()  # closed by the peer: let its users find out, and start afresh
@@ -123,7 +141,7 @@ class SharedClient:
             except BaseException:
                 client.close()  # cancelled mid-connect: leave no half-open transport behind
                 raise
-            if not connected:
+            if not connected or not alive(client):
                 client.close()
                 return None
             self.client = client
@@ -131,7 +149,7 @@ class SharedClient:
 
     def current(self, client: Client) -> bool:
         """``client`` is still the link's open client (not closed since it was handed out)."""
-        return client is self.client and client.connected
+        return client is self.client and alive(client)
 
     def failed(self, client: Client) -> None:
         """Close the link after a link failure; the next ``open`` reopens it."""

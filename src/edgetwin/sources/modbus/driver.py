@@ -59,7 +59,7 @@ from edgetwin.sources.modbus.config import (
     ModbusTcpConfig,
     RegisterKind,
 )
-from edgetwin.sources.modbus.connection import Client, ClientShare
+from edgetwin.sources.modbus.connection import Client, ClientShare, alive
 from edgetwin.sources.modbus.decode import decode_point, encode_point
 from edgetwin.sources.modbus.plan import PollGroup, ReadBlock, poll_groups
 
@@ -260,7 +260,7 @@ class _Link:
 
 
 def _failure_code(err: ModbusException, client: Client) -> str:
-    if isinstance(err, ConnectionException) or not client.connected:
+    if isinstance(err, ConnectionException) or not alive(client):
         return "connection_lost"
     if isinstance(err, ModbusIOException):
         return "timeout"
