@@ -567,7 +567,8 @@ class _ScenarioReport:
             listed = outcome.figures.get("missing")
             values = [float(v) for v in (listed if isinstance(listed, list) else [])
                       if isinstance(v, int) and not isinstance(v, bool)]
-            counts = [outcome.figures.get(k) for k in ("lost", "lost_to_kill", "in_flight_at_cut")]
+            counts = [outcome.figures.get(k) for k in ("lost", "lost_to_kill",
+                                                      "in_flight_at_cut_or_stop")]
             total = sum(c for c in counts if isinstance(c, int))
             return np.array(values, dtype=np.float64), max(total, len(values))
         return np.empty(0), None

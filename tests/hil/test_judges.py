@@ -84,6 +84,21 @@ def test_loss_within_the_kill_window_is_counted_apart(tmp_path: Path) -> None:
     assert not judges.judge_loss(view_of(tmp_path, msgs), [run(0, 9, T0)], [far_kill]).passed
 
 
+def test_a_repeated_value_missing_at_a_cut_is_excused_whichever_serving_it_was(
+        tmp_path: Path) -> None:
+    """Value 5 was served twice (a reboot in between); the second serving was cut off."""
+    msgs = [reported(T0 + i * 0.1, i + 1, i) for i in range(10)]
+    msgs += [reported(T0 + 20 + i * 0.1, 20 + i, i) for i in range(5)]
+    runs = [run(0, 9, T0), run(0, 5, T0 + 20)]
+    cut = {"t": T0 + 20.55, "id": "cut", "action": "link_cut", "args": {"link": "plc"},
+           "end": T0 + 25}
+    outcome = judges.judge_loss(view_of(tmp_path, msgs), runs, [cut])
+    assert outcome.passed, outcome.summary
+    assert outcome.figures["in_flight_at_cut_or_stop"] == 1
+    cut_elsewhere = {**cut, "args": {"link": "broker"}}
+    assert not judges.judge_loss(view_of(tmp_path, msgs), runs, [cut_elsewhere]).passed
+
+
 def test_a_reboot_serves_low_values_twice_and_both_must_arrive(tmp_path: Path) -> None:
     """After a PLC reboot the counter restarts: each run's values are expected again."""
     msgs = [reported(T0 + i * 0.1, i + 1, i) for i in range(5)]
