@@ -25,7 +25,9 @@ def _fault_mix(rng: random.Random, t: float, early: bool) -> list[dict[str, Any]
         [{"do": "link_slow", "link": "broker", "latency": 0.2, "for": 30}],
         [{"do": "link_cut", "link": "plc", "for": rng.uniform(3, 10)}],
         [{"do": "link_slow", "link": "plc", "latency": 0.05, "for": 20}],
-        [{"do": "plc_reboot", "for": 3}],
+        # A rebooted PLC comes up with the pump stopped; the operator restarts it at the panel.
+        [{"do": "plc_reboot", "for": 3},
+         {"do": "plant_write", "input": "run", "value": True, "at_plus": 5}],
         [{"do": "sim_fault", "fault": {"kind": "stuck", "target": "motor_temp"}, "for": 20}],
         [{"do": "sim_fault", "fault": {"kind": "noise", "target": "tank_level",
                                        "params": {"sigma": 0.5}}, "for": 20}],
