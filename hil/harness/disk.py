@@ -15,11 +15,12 @@ from pathlib import Path
 CHUNK = b"\0" * 65536
 
 
-def _privileged(cmd: list[str]) -> list[str]:
+def privileged(cmd: list[str]) -> list[str]:
+    """``cmd`` as root: as is when we are root, else through password-less sudo."""
     if os.geteuid() == 0:
         return cmd
     if shutil.which("sudo") is None:
-        raise RuntimeError(f"a small state disk needs root or sudo: {' '.join(cmd)}")
+        raise RuntimeError(f"a small real disk needs root or sudo: {' '.join(cmd)}")
     return ["sudo", "-n", *cmd]
 
 
@@ -38,7 +39,7 @@ class TmpfsStateDir:
         if self.size_kib is None:
             return
         options = f"size={self.size_kib}k,mode=0700,uid={os.getuid()},gid={os.getgid()}"
-        subprocess.run(_privileged(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
+        subprocess.run(privileged(["mount", "-t", "tmpfs", "-o", options, "tmpfs",
                                     str(self.path)]), check=True, capture_output=True,
                        timeout=30)
         self.mounted = True
@@ -72,6 +73,6 @@ class TmpfsStateDir:
     def remove(self) -> None:
         """Unmount the tmpfs (lazily: a process that still holds a file cannot block it)."""
         if self.mounted:
-            subprocess.run(_privileged(["umount", "-l", str(self.path)]), check=False,
+            subprocess.run(privileged(["umount", "-l", str(self.path)]), check=False,
                            capture_output=True, timeout=30)
             self.mounted = False

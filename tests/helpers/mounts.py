@@ -7,17 +7,10 @@ that needs a full disk fails with the reason when neither is there, it is never 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-
-def _privileged(cmd: list[str]) -> list[str]:
-    if os.geteuid() == 0:
-        return cmd
-    if shutil.which("sudo") is None:
-        raise RuntimeError(f"mounting a test filesystem needs root or sudo: {' '.join(cmd)}")
-    return ["sudo", "-n", *cmd]
+from hil.harness.disk import privileged
 
 
 def mount_tmpfs(where: Path, size_kib: int, *, readonly: bool = False) -> None:
@@ -26,13 +19,13 @@ def mount_tmpfs(where: Path, size_kib: int, *, readonly: bool = False) -> None:
     options = f"size={size_kib}k,mode=0700,uid={os.getuid()},gid={os.getgid()}"
     if readonly:
         options += ",ro"
-    subprocess.run(_privileged(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)]),
+    subprocess.run(privileged(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)]),
                    check=True, capture_output=True, timeout=30)
 
 
 def unmount(where: Path) -> None:
     """Unmount (lazily, so a file a failed test left open cannot block the teardown)."""
-    subprocess.run(_privileged(["umount", "-l", str(where)]), check=False,
+    subprocess.run(privileged(["umount", "-l", str(where)]), check=False,
                    capture_output=True, timeout=30)
 
 
