@@ -116,7 +116,9 @@ class _Flow:
         if dst is not None and mode in (LinkMode.PASS, LinkMode.SLOW):
             loop = link.loop
             now = loop.time()
-            latency_s = link.latency_s if mode is LinkMode.SLOW else 0.0
+            latency_s = 0.0
+            if mode is LinkMode.SLOW:
+                latency_s = link.latency_s if not self.upstream or link.both_ways else 0.0
             rate = link.rate_bytes_s if mode is LinkMode.SLOW else None
             while self.queue and not self.dst_paused:
                 arrived, chunk = self.queue[0]
@@ -321,8 +323,8 @@ class LinkProxy:
     blocks. The fault methods (``cut``, ``blackhole``, ``slow``, ``restore``) take effect
     at once on open connections and can be called in any order, before or after
     ``start()``; each replaces the previous mode. After ``stop()`` no socket of the proxy
-    is open and it cannot be started again. ``mode``, ``latency_s`` and ``rate_bytes_s``
-    are for reading; change them only through the fault methods.
+    is open and it cannot be started again. ``mode``, ``latency_s``, ``both_ways`` and
+    ``rate_bytes_s`` are for reading; change them only through the fault methods.
 
     Args:
         name: Instance name for log lines and task names, e.g. ``"broker"`` or ``"plc"``.
@@ -349,6 +351,7 @@ class LinkProxy:
         self._upstream = (upstream_host, upstream_port)
         self.mode = LinkMode.PASS
         self.latency_s = 0.0
+        self.both_ways = True
         self.rate_bytes_s: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -446,10 +449,15 @@ class LinkProxy:
         self._set_mode(LinkMode.BLACKHOLE)
         self._sync_pairs()
 
-    def slow(self, latency_s: float = 0.0, rate_bytes_s: float | None = None) -> None:
+    def slow(
+        self, latency_s: float = 0.0, rate_bytes_s: float | None = None, *,
+        both_ways: bool = True,
+    ) -> None:
         """Delay every chunk by ``latency_s`` each way; cap each direction at ``rate_bytes_s``.
 
-        Order is kept. The rate cap is a token bucket holding 50 ms of the rate (at least
+        ``both_ways=False`` delays only what the peer sends: a request arrives at once and
+        its answer is late, so an answer is in transit for ``latency_s`` after the peer
+        sent it. Order is kept. The rate cap is a token bucket holding 50 ms of the rate (at least
         1500 bytes), so a burst can pass at once. Bytes held by a blackhole are released
         under these settings.
 
@@ -464,6 +472,7 @@ class LinkProxy:
             raise ValueError(msg)
         self.latency_s = latency_s
         self.rate_bytes_s = rate_bytes_s
+        self.both_ways = both_ways
         for pair in self._pairs:
             pair.up.reset_bucket()
             pair.down.reset_bucket()
@@ -474,6 +483,7 @@ class LinkProxy:
         """Back to pass-through: held and delayed bytes are delivered now, in order."""
         self.latency_s = 0.0
         self.rate_bytes_s = None
+        self.both_ways = True
         self._set_mode(LinkMode.PASS)
         self._sync_pairs()
 

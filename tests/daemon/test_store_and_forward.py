@@ -8,6 +8,7 @@ Judged from the outside only: counter values by sequence number, and the outbox 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import random
@@ -21,8 +22,9 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from tests.daemon.conftest import GatewayProcess
+from tests.helpers.link import ThreadedLink
 from tests.helpers.mqtt import Received, Recorder
-from tests.helpers.procs import Broker, PlcSim
+from tests.helpers.procs import Broker, PlcSim, plcsim_cli
 
 pytestmark = [pytest.mark.daemon, pytest.mark.broker]
 
@@ -194,3 +196,48 @@ def test_kill_9_under_traffic_loses_nothing_that_was_committed(rig) -> None:  # 
     # bounded by max_delay plus one poll and the tick they fell in.
     print(f"counter ticks between the last commit and the kill: {in_flight_at_kill}")
     assert max(in_flight_at_kill) <= (MAX_DELAY_S + POLL_S) / TICK_S + 2
+
+
+
+def served_values(sim: PlcSim) -> set[int]:
+    """Every counter value the sim put in a response, by its own record."""
+    record = json.loads(plcsim_cli(sim.listening["control"], "served", "--name", "counter"))
+    return {v for first, last, _t0, _t1 in record["counter"]["runs"]
+            for v in range(first, last + 1)}
+
+
+def test_a_stop_delivers_the_answer_in_flight(tmp_path: Path) -> None:
+    """SIGTERM while the PLC's answer is on the wire: the value it served is still delivered.
+
+    Between gateway and PLC sits the bench's link proxy, delaying answers (not requests)
+    beyond a plant tick: a read is always in flight, and each answer carries a value not
+    served before. Three stops; a stop that drops the read in flight loses one each time.
+    """
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker", persistence=True)
+    broker.start()
+    sim = PlcSim(0, "modbus", "--tick", str(TICK_S))
+    sim.start()
+    link = ThreadedLink("plc", sim.port)
+    link.call(lambda: link.proxy.slow(1.5 * TICK_S, both_ways=False))
+    config = tmp_path / "gateway.yaml"
+    config.write_text(config_yaml(tmp_path / "state", broker.port, link.port))
+    gateway = GatewayProcess(config, tmp_path / "edgetwin.log")
+    rec = Recorder(broker.port, REPORTED, client_id="judge")
+    try:
+        for _ in range(3):
+            gateway.start()
+            wait_counter_beyond(rec, max(served_values(sim)))  # this run's answers arrive
+            code, took_s = gateway.terminate()
+            assert code == 0 and took_s < 5.0, gateway.log_text()[-3000:]
+        served = served_values(sim)
+        with contextlib.suppress(TimeoutError):  # what is missing is reported below
+            wait_counter_beyond(rec, max(served) - 1, timeout_s=5.0)
+        delivered = {value for _seq, value, _hist in counter_messages(rec)}
+        assert sorted(served - delivered) == []
+    finally:
+        rec.close()
+        gateway.close()
+        link.close()
+        sim.stop()
+        broker.stop(kill=True)

@@ -377,6 +377,28 @@ async def test_slow_adds_latency_each_way_and_keeps_order(
     assert link.state == "slow"
 
 
+async def test_one_way_slow_delays_only_the_answers(
+    link: LinkProxy, peer: Peer, dial: Callable[[], Awaitable[Stream]]
+) -> None:
+    """both_ways=False: a request reaches the peer at once, its answer is latency_s late."""
+    latency_s = 0.3
+    (c_reader, c_writer), (p_reader, p_writer) = await _through(dial, peer)
+    link.slow(latency_s=latency_s, both_ways=False)
+
+    started = time.monotonic()
+    c_writer.write(b"request;")
+    async with asyncio.timeout(5):
+        assert await p_reader.readexactly(8) == b"request;"
+        arrived_s = time.monotonic() - started
+        p_writer.write(b"answer;")
+        assert await c_reader.readexactly(7) == b"answer;"
+    answered_s = time.monotonic() - started - arrived_s
+
+    assert arrived_s < latency_s / 2
+    assert answered_s >= latency_s
+    assert not link.both_ways
+
+
 async def test_rate_cap_bounds_throughput_each_way(
     link: LinkProxy, peer: Peer, dial: Callable[[], Awaitable[Stream]]
 ) -> None:

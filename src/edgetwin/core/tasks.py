@@ -38,11 +38,12 @@ async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = 1.0) -> b
     return True
 
 
-async def finish_in_thread(future: asyncio.Future[_T]) -> _T:
+async def finish_despite_cancel(future: asyncio.Future[_T]) -> _T:
     """Await ``future`` to its end even when cancelled meanwhile.
 
-    For work handed to a thread whose result must be applied (a commit that happened is
-    a commit): a cancellation waits for the result instead of dropping it, and stays
+    For work whose result must be applied once begun: a commit handed to a thread (a commit
+    that happened is a commit), a request a device already answered (a value served is a
+    value kept). A cancellation waits for the result instead of dropping it, and stays
     recorded in ``cancelling()``, so the caller's next ``raise_if_cancelling()`` ends it.
     """
     while True:

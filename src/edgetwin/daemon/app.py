@@ -6,8 +6,9 @@ Invariants:
 - READY=1 goes to systemd only after the config is valid and the state directory is open
   (and locked: one gateway per state directory);
 - a failed source is restarted by the supervisor; a failed core task ends the process;
-- on stop: sources first, then sync drains within the budget, then the outbox commits
-  what is left and closes.
+- on stop: sources first, all at once, each finishing the read in flight (what a device
+  served is queued), then sync drains within the budget, then the outbox commits what is
+  left and closes.
 """
 
 from __future__ import annotations
@@ -74,9 +75,8 @@ STOP_BUDGET_S = 4.5  # SIGTERM to exit; systemd's TimeoutStopSec is longer, the 
 SYNC_DRAIN_S = 3.0
 HOUSEKEEPING_S = 0.5
 RUN_FILE = "daemon.json"
-
-
-STOP_SOURCE_S = 1.0
+# A stopping source finishes the request in flight (a source's timeout, 1 s by default).
+STOP_SOURCE_S = 1.5
 
 
 def point_specs(config: GatewayConfig) -> dict[str, PointSpec]:
@@ -226,8 +226,7 @@ class Daemon:
 
     async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
         deadline = time.monotonic() + STOP_BUDGET_S
-        for name in list(self._sources):
-            await self._stop_source(name)
+        await self._stop_sources(list(self._sources))
         if self.vibration is not None:
             await self.vibration.close()
         await self._flush_stale()
@@ -297,6 +296,10 @@ class Daemon:
             name=f"source[{config.name}]",
         )
         self._sources[config.name] = (config, task)
+
+    async def _stop_sources(self, names: Sequence[str]) -> None:
+        """Together: a slow device's read in flight holds up none of the others."""
+        await asyncio.gather(*(self._stop_source(name) for name in names))
 
     async def _stop_source(self, name: str) -> None:
         self._live.pop(name, None)
@@ -512,8 +515,7 @@ class Daemon:
         self.twin.update_specs(point_specs(new))
         wanted = {s.name: s for s in new.sources}
         changed = [n for n, (c, _) in self._sources.items() if wanted.get(n) != c]
-        for name in changed:
-            await self._stop_source(name)
+        await self._stop_sources(changed)
         started = [s for s in new.sources if s.name not in self._sources]
         for source in started:
             self._start_source(source)

@@ -33,7 +33,7 @@ import structlog
 from edgetwin.config.model import BufferConfig, OnFull
 from edgetwin.core.counter import ReservedCounter
 from edgetwin.core.errors import DecodeError, StoreError
-from edgetwin.core.tasks import finish_in_thread, raise_if_cancelling
+from edgetwin.core.tasks import finish_despite_cancel, raise_if_cancelling
 from edgetwin.core.types import (
     Delivery,
     Delta,
@@ -465,7 +465,7 @@ class DurableOutbox:
             future = asyncio.get_running_loop().run_in_executor(self._thread, self._db.commit,
                                                                  work)
             try:
-                done = await finish_in_thread(future)
+                done = await finish_despite_cancel(future)
             except sqlite3.Error as err:
                 self._deletes[:0] = deletes
                 self._dead[:0] = dead
@@ -592,10 +592,10 @@ class DurableOutbox:
         async with self._db_lock:
             loop = asyncio.get_running_loop()
             try:
-                self._oldest_ns = await finish_in_thread(
+                self._oldest_ns = await finish_despite_cancel(
                     loop.run_in_executor(self._thread, self._db.oldest_ns))
                 if idle:  # an empty queue: give the high-water mark's pages back, a few at a time
-                    await finish_in_thread(loop.run_in_executor(self._thread,
+                    await finish_despite_cancel(loop.run_in_executor(self._thread,
                                                                 self._db.reclaim_space))
             except sqlite3.Error:
                 return
@@ -685,7 +685,7 @@ class DurableOutbox:
             future = asyncio.get_running_loop().run_in_executor(
                 self._thread, self._db.fetch, after, upto, LOAD_BATCH)
             try:
-                stored = await finish_in_thread(future)
+                stored = await finish_despite_cancel(future)
             except sqlite3.Error as err:
                 self._telemetry.emit_error("outbox", "read_failed", "claim", err)
                 stored = []
@@ -832,7 +832,7 @@ class DurableOutbox:
         self._committed.set()
         async with self._db_lock:
             future = asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
-            await finish_in_thread(future)
+            await finish_despite_cancel(future)
         self._thread.shutdown(wait=True)
         lost = len(self._volatile) + len(self._staged)
         if lost:

@@ -47,7 +47,7 @@ import structlog
 
 from edgetwin.config.model import CommandRule, CommandsConfig, Confirm
 from edgetwin.core.errors import ConfigError, StoreError
-from edgetwin.core.tasks import finish_in_thread
+from edgetwin.core.tasks import finish_despite_cancel
 from edgetwin.core.types import (
     Command,
     PointSpec,
@@ -585,7 +585,7 @@ class SafetyPolicy:
             future = asyncio.get_running_loop().run_in_executor(self._disk_thread, fn, *args)
         except RuntimeError as err:  # the executor was shut down: close() won the race
             raise StoreError("the safety policy is closed") from err
-        return await finish_in_thread(future)
+        return await finish_despite_cancel(future)
 
     async def close(self) -> None:
         """Close the replay store and the audit log; ``decide`` denies everything afterwards.

@@ -25,6 +25,9 @@ How it behaves (README.md has the operator's view):
   by itself), reports ``health.down`` and reconnects; the first answer after that reports
   ``health.up``.
 - Every request sent is reported with its outcome and duration (``health.request``).
+- A cycle once begun ends: cancelling a loop (the gateway stopping, a reload) sends no new
+  request, waits for the one in flight and emits what the device answered, then stops. A
+  value the device served is never dropped on the way out.
 
 No pymodbus object leaves this module.
 """
@@ -51,7 +54,7 @@ from pymodbus.exceptions import (
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.errors import DecodeError, SourceUnavailable
 from edgetwin.core.ports import Emit, SourceHealth
-from edgetwin.core.tasks import raise_if_cancelling
+from edgetwin.core.tasks import finish_despite_cancel, raise_if_cancelling
 from edgetwin.core.types import Quality, Sample, Value, WriteOutcome
 from edgetwin.sources.modbus.config import (
     ModbusPoint,
@@ -318,13 +321,17 @@ class _Poller:
                 continue
             await asyncio.sleep(max(0.0, deadline_s - loop.time()))
             started_s = loop.time()
+            owner = asyncio.current_task()
             try:
-                batch = await self._cycle(session)
+                batch = await finish_despite_cancel(
+                    asyncio.ensure_future(self._cycle(session, owner)))
             except _LinkLost:
+                raise_if_cancelling()
                 continue
-            raise_if_cancelling()  # pymodbus may have swallowed a cancellation
             reported_down = False
-            await self._emit(batch)
+            if batch:
+                await finish_despite_cancel(asyncio.ensure_future(self._emit(batch)))
+            raise_if_cancelling()  # asked to stop during the cycle: its batch is out; stop
             self._health.cycle(loop.time() - started_s)
             deadline_s, skipped = next_deadline(deadline_s, self._interval_s, loop.time())
             if skipped:
@@ -343,11 +350,18 @@ class _Poller:
         ts_ns = time.time_ns()
         return [Sample(p.id, None, Quality.BAD, ts_ns) for p in self._points]
 
-    async def _cycle(self, session: _Session) -> list[Sample]:
+    async def _cycle(self, session: _Session, owner: asyncio.Task[Any] | None) -> list[Sample]:
+        """One sample per point of the loop; fewer when ``owner`` is cancelled meanwhile.
+
+        Runs as its own task, so a cancellation of ``owner`` never interrupts a request:
+        the blocks not yet requested are left out, the one in flight is read to its end.
+        """
         batch: list[Sample] = []
         now_s = asyncio.get_running_loop().time()
         index = 0
         while index < len(self._blocks):
+            if owner is not None and owner.cancelling():
+                break
             scheduled = self._blocks[index]
             block = scheduled.block
             if scheduled.parked_until_s > now_s:
