@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -186,7 +187,9 @@ class PlcSim(_Child):
         )
         assert self.proc.stdout is not None
         self.listening = read_json_line(self.proc.stdout, 10.0)
-        self.port = int(self.listening.get("port", self.port))
+        endpoint = self.listening.get("endpoint")  # OPC UA names its port in the URL
+        port = urllib.parse.urlsplit(endpoint).port if endpoint else None
+        self.port = int(self.listening.get("port", port or self.port))
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -26,6 +26,8 @@ How it behaves (README.md has the operator's view):
   session over the certificate or the login is ``certificate_rejected`` or
   ``login_rejected``, with what to fix; retrying alone will not cure it, but a fixed trust
   list or password file is picked up by the next attempt.
+- A poll Read once sent ends: cancelling the source waits for the answer in flight and
+  emits it before the loop stops, so a value the server served is never dropped.
 - ``write`` coerces the value to the node's cached DataType without loss, writes, reads
   back, and returns a ``WriteOutcome``; device trouble never raises.
 
@@ -58,7 +60,7 @@ from cryptography import x509
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.errors import DecodeError, SourceUnavailable
 from edgetwin.core.ports import Emit, SourceHealth
-from edgetwin.core.tasks import cancel_and_wait, raise_if_cancelling
+from edgetwin.core.tasks import cancel_and_wait, finish_despite_cancel, raise_if_cancelling
 from edgetwin.core.types import Quality, Sample, Value, WriteOutcome
 from edgetwin.sources.opcua.config import (
     DeadbandType,
@@ -463,8 +465,9 @@ class _Session:
                 if task is not lost and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]  # a bug; the supervisor restarts us
         finally:
-            for task in [*tasks, lost]:
-                await cancel_and_wait(task)
+            # Every helper ends, even when this task is cancelled again meanwhile.
+            await finish_despite_cancel(asyncio.gather(
+                *(cancel_and_wait(task) for task in [*tasks, lost])))
         assert self.lost_reason is not None  # set before _lost is
         return self.lost_reason
 
@@ -500,9 +503,9 @@ class _Session:
             await asyncio.sleep(max(0.0, deadline_s - loop.time()))
             started_s = loop.time()
             try:
-                results = await self.client.uaclient.read_attributes(
-                    node_ids, AttributeIds.Value
-                )
+                results = await finish_despite_cancel(asyncio.ensure_future(
+                    self.client.uaclient.read_attributes(node_ids, AttributeIds.Value)
+                ))
             except LINK_ERRORS as err:
                 raise_if_cancelling()
                 self.health.request("timeout" if isinstance(err, TimeoutError) else "error",
@@ -512,13 +515,13 @@ class _Session:
                     f"{describe(err)}"
                 ))
                 return
-            raise_if_cancelling()  # asyncua's wait_for may have swallowed a cancellation
             self.health.request("ok", loop.time() - started_s)
             batch = [
                 self.source._to_sample(r.point.id, dv, self.health)
                 for r, dv in zip(points, results, strict=True)
             ]
-            await self.emit(batch)
+            await finish_despite_cancel(asyncio.ensure_future(self.emit(batch)))
+            raise_if_cancelling()  # asked to stop during the Read: its answer is out; stop
             self._flowed(loop.time() - started_s)
             deadline_s += interval_s
             if deadline_s < loop.time():  # late: start the next cycle now, skip missed ones
