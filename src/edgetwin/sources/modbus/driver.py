@@ -27,7 +27,8 @@ How it behaves (README.md has the operator's view):
 - Every request sent is reported with its outcome and duration (``health.request``).
 - A cycle once begun ends: cancelling a loop (the gateway stopping, a reload) sends no new
   request, waits for the one in flight and emits what the device answered, then stops. A
-  value the device served is never dropped on the way out.
+  value the device served is not dropped on the way out, unless the buffer is full and
+  blocks sources (``on_full: block_sources``): a stop does not wait for room.
 
 No pymodbus object leaves this module.
 """
@@ -330,7 +331,9 @@ class _Poller:
                 continue
             reported_down = False
             if batch:
-                await finish_despite_cancel(asyncio.ensure_future(self._emit(batch)))
+                # Not shielded: emit suspends only under backpressure, and a stop does not
+                # wait for room in a full buffer.
+                await self._emit(batch)
             raise_if_cancelling()  # asked to stop during the cycle: its batch is out; stop
             self._health.cycle(loop.time() - started_s)
             deadline_s, skipped = next_deadline(deadline_s, self._interval_s, loop.time())

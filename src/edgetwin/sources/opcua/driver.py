@@ -520,7 +520,7 @@ class _Session:
                 self.source._to_sample(r.point.id, dv, self.health)
                 for r, dv in zip(points, results, strict=True)
             ]
-            await finish_despite_cancel(asyncio.ensure_future(self.emit(batch)))
+            await self.emit(batch)  # suspends only under backpressure, which a stop ends
             raise_if_cancelling()  # asked to stop during the Read: its answer is out; stop
             self._flowed(loop.time() - started_s)
             deadline_s += interval_s
