@@ -25,7 +25,7 @@ from plcsim.control import call
 from tests.daemon.conftest import GatewayProcess
 from tests.helpers.link import ThreadedLink
 from tests.helpers.mqtt import Received, Recorder
-from tests.helpers.procs import Broker, PlcSim
+from tests.helpers.procs import Broker, PlcSim, free_port
 
 pytestmark = [pytest.mark.daemon, pytest.mark.broker]
 
@@ -272,3 +272,26 @@ def test_a_stop_delivers_the_answer_in_flight(tmp_path: Path, face: str, source:
         link.close()
         sim.stop()
         broker.stop(kill=True)
+
+
+def test_a_stop_does_not_wait_for_room_in_a_full_blocking_buffer(tmp_path: Path) -> None:
+    """on_full: block_sources, buffer full, no broker: SIGTERM still ends the source at once."""
+    sim = PlcSim(0, "modbus", "--tick", str(POLL_S))  # a new value every poll: fills fast
+    sim.start()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(config_yaml(tmp_path / "state", free_port(), sim.port)
+                      + "buffer: {max_bytes: 8KiB, on_full: block_sources}\n")
+    gateway = GatewayProcess(config, tmp_path / "edgetwin.log")
+    try:
+        gateway.start()
+        deadline = time.monotonic() + 30.0
+        while "outbox_full" not in gateway.log_text():
+            assert time.monotonic() < deadline, "the buffer never filled"
+            time.sleep(0.05)  # reading the gateway's log file until the alarm is in it
+        code, took_s = gateway.terminate()
+        log = gateway.log_text()
+        assert code == 0 and took_s < 5.0, log[-3000:]
+        assert "stop_timeout" not in log
+    finally:
+        gateway.close()
+        sim.stop()
