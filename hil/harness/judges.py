@@ -15,9 +15,10 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from hil.harness.outcome import Outcome
 from hil.harness.profile import Profile, Template
@@ -493,10 +494,32 @@ def fault_matrix(view: BrokerView, runs: list[tuple[int, int, float, float]],
     return rows
 
 
-def judge_run(scenario: Scenario, profile: Profile, data: Path, *, freeze_t: float,
-              commands: list[dict[str, Any]], exits: list[tuple[float, int]],
-              crash: str | None) -> dict[str, Any]:
-    """Judge every expectation of ``scenario`` from the run folder ``data``."""
+class JudgeInputs(BaseModel):
+    """What the judges need besides the recorded files; saved so a run can be judged again."""
+
+    FILE: ClassVar[str] = "judge_inputs.json"
+
+    scenario: Scenario
+    profile: Path  # the profile folder the run used
+    freeze_t: float  # when the plant was frozen for the final settle
+    commands: list[dict[str, Any]]  # what the scripted operator sent
+    exits: list[tuple[float, int]]  # every gateway exit: (time, status)
+    crash: str | None  # why the run itself broke, if it did
+
+    def save(self, data: Path) -> None:
+        """Write them into the run's data folder."""
+        (data / self.FILE).write_text(self.model_dump_json(by_alias=True, indent=1))
+
+    @classmethod
+    def load(cls, data: Path) -> JudgeInputs:
+        """Read them back from a run's data folder."""
+        return cls.model_validate_json((data / cls.FILE).read_text())
+
+
+def judge_run(inputs: JudgeInputs, profile: Profile, data: Path) -> dict[str, Any]:
+    """Judge every expectation of the scenario from the run folder ``data``."""
+    scenario, freeze_t, commands = inputs.scenario, inputs.freeze_t, inputs.commands
+    exits, crash = inputs.exits, inputs.crash
     template = profile.template(scenario.gateway.template)
     north = profile.northbound
     wanted = set(template.points) | {e.point for e in scenario.expect if e.point}

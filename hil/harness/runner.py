@@ -27,7 +27,7 @@ from hil.harness import judges
 from hil.harness.disk import TmpfsStateDir
 from hil.harness.operator import command_payload, make_keys, publish
 from hil.harness.processes import LOOPBACK, Broker, Gateway, Sim, free_port
-from hil.harness.profile import DEFAULT_VARS, MODEL, Profile
+from hil.harness.profile import DEFAULT_VARS, MODEL, Profile, load_profile
 from hil.harness.proxy import LinkProxy
 from hil.harness.recorder import Recorder
 from hil.harness.samplers import sample_metrics, sample_resources, sample_sim
@@ -167,10 +167,12 @@ class Run:
         with (self.data / "events.jsonl").open("w") as file:
             for event in sorted(self.events, key=lambda e: e.t):
                 file.write(json.dumps(asdict(event)) + "\n")
-        results = judges.judge_run(
-            self.scenario, self.profile, self.data, freeze_t=freeze_t,
+        inputs = judges.JudgeInputs(
+            scenario=self.scenario, profile=self.profile.folder, freeze_t=freeze_t,
             commands=self.commands, exits=self.gateway.exits if self.gateway else [],
             crash=crash)
+        inputs.save(self.data)
+        results = judges.judge_run(inputs, self.profile, self.data)
         results.update(started=started, ended=time.time(),
                        gateway=shlex.join(self.gateway.argv) if self.gateway
                        else " ".join(self.gateway_cmd))
@@ -357,4 +359,21 @@ async def run_scenario(scenario: Scenario, profile: Profile, out: Path, *,
     results = await Run(scenario, profile, out, gateway_cmd=gateway_cmd).execute()
     if report is not None:
         await asyncio.to_thread(report, out)  # plotting takes seconds; keep the loop free
+    return results
+
+
+def judge_again(out: Path, report: Callable[[Path], object] | None = None) -> dict[str, Any]:
+    """Judge the finished scenario folder ``out`` again from its records; rewrite results.json.
+
+    For a judge or a budget that changed after the run: an hour of soak need not run again.
+    """
+    data = out / "data"
+    inputs = judges.JudgeInputs.load(data)
+    results = judges.judge_run(inputs, load_profile(inputs.profile), data)
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        before = json.loads((out / "results.json").read_text())
+        results.update({k: before[k] for k in ("started", "ended", "gateway") if k in before})
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    if report is not None:
+        report(out)
     return results

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hil.harness.__main__ import main
 from hil.harness.profile import REPO, load_profile
-from hil.harness.runner import run_scenario
+from hil.harness.runner import judge_again, run_scenario
 from hil.harness.scenario import Scenario
 
 from tests.hil.rogue_gateway import ROGUE_SETPOINT
@@ -35,3 +36,13 @@ async def test_a_rogue_gateway_fails_the_judges(tmp_path: Path) -> None:
     assert outcomes["alive"]["figures"]["final_exit_status"] == 3
     assert str(ROGUE) in results["gateway"]
     assert (tmp_path / "run" / "data" / "messages.jsonl").exists()
+
+    # Judged again from what it recorded: the same verdicts, and the CLI says FAIL too.
+    (tmp_path / "run" / "results.json").unlink()
+    again = judge_again(tmp_path / "run")
+    assert [(o["kind"], o["passed"], o["summary"]) for o in again["outcomes"]] == [
+        (o["kind"], o["passed"], o["summary"]) for o in results["outcomes"]]
+    assert main(["judge", str(tmp_path)]) == 1  # the run folder: every scenario in it
+    assert (tmp_path / "run" / "summary.md").is_file()
+    assert (tmp_path / "summary.md").is_file()
+    assert main(["judge", str(tmp_path / "run" / "data")]) == 1  # nothing recorded there
