@@ -53,7 +53,6 @@ from edgetwin.core.types import (
     WriteOutcome,
     asset_of,
 )
-from edgetwin.daemon.heap import HeapTrimmer
 from edgetwin.daemon.statelock import lock_state_dir
 from edgetwin.daemon.supervisor import supervise
 from edgetwin.outbox import DurableOutbox
@@ -142,7 +141,6 @@ class Daemon:
         self._signal_tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._heartbeat = time.monotonic()
-        self._heap = HeapTrimmer()
         self.http: HttpEndpoint | None = None
         self.session: MqttSession | None = None
         self._sync_stop = asyncio.Event()
@@ -416,12 +414,11 @@ class Daemon:
     # -- housekeeping, reload, health ----------------------------------------------------------
 
     async def _housekeeping(self) -> None:
-        """Staleness, gauges, STATUS=, heap trims; its heartbeat feeds the watchdog."""
+        """Staleness, gauges, STATUS=; its heartbeat feeds the watchdog."""
         last_status = ""
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)  # a period, not synchronisation
             self._heartbeat = time.monotonic()
-            self._heap.tick()
             await self._flush_stale()
             for quality, count in self.twin.qualities().items():
                 self._points.labels(quality).set(count)
