@@ -596,7 +596,7 @@ class DurableOutbox:
                     loop.run_in_executor(self._thread, self._db.oldest_ns))
                 if idle:  # an empty queue: give the high-water mark's pages back, a few at a time
                     await finish_despite_cancel(loop.run_in_executor(self._thread,
-                                                                self._db.reclaim_space))
+                                                                     self._db.reclaim_space))
             except sqlite3.Error:
                 return
             raise_if_cancelling()
