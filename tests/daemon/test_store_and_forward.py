@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hil.harness.judges import served_values
 from pymodbus.client import ModbusTcpClient
 
 from plcsim.control import call
@@ -213,19 +214,17 @@ def test_kill_9_under_traffic_loses_nothing_that_was_committed(rig) -> None:  # 
     assert max(in_flight_at_kill) <= (MAX_DELAY_S + POLL_S) / TICK_S + 2
 
 
-
-def served_values(sim: PlcSim) -> set[int]:
+def served_counter(sim: PlcSim) -> set[int]:
     """Every counter value the sim put in a response, by its own record."""
     record = call(sim.listening["control"], "GET", "/served?name=counter")
-    return {v for first, last, _t0, _t1 in record["counter"]["runs"]
-            for v in range(first, last + 1)}
+    return served_values(record["counter"])
 
 
 def wait_answer_on_the_wire(sim: PlcSim, rec: Recorder, timeout_s: float = 15.0) -> None:
     """Until the sim served a counter value the broker has not seen: an answer in flight."""
     deadline = time.monotonic() + timeout_s
     while True:
-        served = served_values(sim)
+        served = served_counter(sim)
         delivered = [value for _seq, value, _hist in counter_messages(rec)]
         if served and max(served) > max(delivered, default=-1):
             return
@@ -261,7 +260,7 @@ def test_a_stop_delivers_the_answer_in_flight(tmp_path: Path, face: str, source:
             wait_answer_on_the_wire(sim, rec)
             code, took_s = gateway.terminate()
             assert code == 0 and took_s < 5.0, gateway.log_text()[-3000:]
-        served = served_values(sim)
+        served = served_counter(sim)
         with contextlib.suppress(TimeoutError):  # what is missing is reported below
             wait_counter_beyond(rec, max(served) - 1, timeout_s=5.0)
         delivered = {value for _seq, value, _hist in counter_messages(rec)}

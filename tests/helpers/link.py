@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import TypeVar
 
 from hil.harness.proxy import LinkProxy
@@ -26,16 +25,10 @@ class ThreadedLink:
 
     def call(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` (e.g. ``lambda: link.proxy.slow(0.3)``) on the proxy's loop."""
-        done: Future[_T] = Future()
+        async def run() -> _T:
+            return fn()
 
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as err:  # handed to the caller's thread
-                done.set_exception(err)
-
-        self._loop.call_soon_threadsafe(run)
-        return done.result(10)
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(10)
