@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hil.harness.samplers import parse_prometheus
 
+from edgetwin.daemon.app import RUN_FILE
 from tests.daemon.conftest import GatewayProcess, gateway_yaml
 from tests.helpers.mqtt import Received, Recorder
 from tests.helpers.procs import Broker, PlcSim
@@ -145,6 +149,24 @@ def test_status_command_shows_the_running_daemon(gateway: GatewayProcess) -> Non
     gateway.terminate()
     gone = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
     assert gone.returncode == 69
+
+
+def test_metrics_carry_the_heap_figures(gateway: GatewayProcess) -> None:
+    """Glibc's own heap figures, to tell a climbing RSS's use from its fragmentation."""
+    gateway.start()
+    state_dir = gateway.config_path.parent / "state"
+    host, _, port = json.loads((state_dir / RUN_FILE).read_text())["http"].rpartition(":")
+    names = ("edgetwin_heap_in_use_bytes", "edgetwin_heap_free_bytes",
+             "edgetwin_heap_mapped_bytes")
+    figures: dict[str, float] = {}
+    deadline = time.monotonic() + 10.0
+    while figures.get(names[0], 0.0) == 0.0 and time.monotonic() < deadline:  # housekeeping
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as answer:
+            figures = parse_prometheus(answer.read().decode(), names)
+    assert set(figures) == set(names)
+    assert figures["edgetwin_heap_in_use_bytes"] > 10 * 2**20  # numpy, onnxruntime, the twin
+    assert figures["edgetwin_heap_free_bytes"] > 0
+    assert figures["edgetwin_heap_mapped_bytes"] > 0
 
 
 def test_sigkill_leaves_the_offline_will_on_the_broker(

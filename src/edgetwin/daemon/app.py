@@ -53,6 +53,7 @@ from edgetwin.core.types import (
     WriteOutcome,
     asset_of,
 )
+from edgetwin.daemon.allocator import HeapGauges
 from edgetwin.daemon.statelock import lock_state_dir
 from edgetwin.daemon.supervisor import supervise
 from edgetwin.outbox import DurableOutbox
@@ -153,6 +154,7 @@ class Daemon:
             "Waveform samples received with no analytics stage to take them",
         )
         self._points = t.gauge("edgetwin_twin_points", "Points in the twin", ("quality",))
+        self._heap = HeapGauges(t)
 
         self.vibration: VibrationStage | None = None
         self.anomaly: AnomalyStage | None = None
@@ -422,6 +424,7 @@ class Daemon:
             await self._flush_stale()
             for quality, count in self.twin.qualities().items():
                 self._points.labels(quality).set(count)
+            self._heap.update()
             if self.session is not None:
                 self.session.set_alive(self._assets_alive())
             status = self._status_line()

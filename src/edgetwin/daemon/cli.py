@@ -17,6 +17,7 @@ import structlog
 from edgetwin import __version__
 from edgetwin.config import InvalidConfig, gateway_model, load_config
 from edgetwin.core.errors import ConfigError, SourceUnavailable, StoreError
+from edgetwin.daemon.allocator import MMAP_THRESHOLD_BYTES, fix_mmap_threshold
 from edgetwin.daemon.app import RUN_FILE, Daemon
 from edgetwin.daemon.status_table import render_status
 from edgetwin.outbox.durable import DB_FILE
@@ -68,6 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_problems(err)
         return EX_CONFIG
     configure_logging(config.gateway.log_format.value, args.log_level)
+    if fix_mmap_threshold():
+        log.debug("Heap mmap threshold fixed", bytes=MMAP_THRESHOLD_BYTES)
 
     async def main() -> int:
         daemon = Daemon(args.config.resolve(), config)

@@ -1,0 +1,56 @@
+"""The fixed mmap threshold, checked on glibc itself in a fresh interpreter each time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+# Free a 1 MB mapped block (glibc then raises its threshold to ~1 MB unless it is fixed),
+# then see where a 500 kB block comes from: its own mapping, or the brk heap.
+AFTER_A_LARGE_FREE = """
+import json, sys
+from edgetwin.daemon.allocator import fix_mmap_threshold, heap_usage
+fixed = fix_mmap_threshold() if sys.argv[1] == "fix" else None
+large = bytearray(1_000_000)
+del large
+before = heap_usage()
+block = bytearray(500_000)
+after = heap_usage()
+print(json.dumps({"fixed": fixed, "mapped": after.mapped - before.mapped,
+                  "in_heap": after.in_use - before.in_use}))
+"""
+
+
+def run(mode: str, **env: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", AFTER_A_LARGE_FREE, mode],
+                          env={**os.environ, **env}, capture_output=True, text=True, check=True,
+                          timeout=30)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_glibc_alone_serves_a_large_block_from_the_heap_after_a_larger_free() -> None:
+    """The behaviour the fix is for (if glibc changes it, the fix needs a new look)."""
+    result = run("leave")
+    assert result["mapped"] == 0
+    assert result["in_heap"] >= 500_000
+
+
+def test_fixed_threshold_maps_large_blocks_after_a_larger_free() -> None:
+    result = run("fix")
+    assert result["fixed"] is True
+    assert result["mapped"] >= 500_000
+    assert result["in_heap"] < 500_000
+
+
+@pytest.mark.parametrize("threshold", ["65536", "1048576"])
+def test_an_operators_threshold_in_the_environment_wins(threshold: str) -> None:
+    result = run("fix", MALLOC_MMAP_THRESHOLD_=threshold)
+    assert result["fixed"] is False
+    mapped = int(threshold) < 500_000
+    assert (result["mapped"] >= 500_000) is mapped
