@@ -353,3 +353,28 @@ def test_deadband_comparison_of_numbers_arrays_and_nan() -> None:
     assert beyond(1.0, math.nan, 0.5) and beyond(math.nan, 1.0, 0.5)
     assert not beyond(math.nan, math.nan, 0.5)
     assert beyond(True, False, 5.0) and not beyond("a", "a", 0.0)
+
+
+async def test_stop_ends_when_a_tick_lands_with_it() -> None:
+    """A tick waking the refresh loop as stop() cancels it must not swallow the cancel.
+
+    (On 3.11 ``asyncio.wait_for`` returns the result instead: the loop ran on and stop()
+    waited forever, a test teardown hanging about once in a hundred.)
+    """
+    quiet = Sim(seed=1, tick_s=60.0)  # not ticking: the refresh loop sits in its wait
+    face = OpcuaFace(quiet)
+    await face.start()
+    refresh = face._task
+    assert refresh is not None
+    try:
+        await asyncio.sleep(0)  # one turn: the new refresh loop runs into its wait
+        assert quiet.ticked._waiters, "the refresh loop is not waiting for a tick"
+        quiet.ticked.set()  # the wake and the cancel in the same turn of the loop
+        quiet.ticked.clear()
+        async with asyncio.timeout(WAIT_S) as deadline:
+            await face.stop()
+        assert not deadline.expired()  # ended by its own cancel, not by the deadline's
+        assert refresh.done()
+    finally:
+        refresh.cancel()  # so a failure here leaves no loop running
+        await face.stop()

@@ -331,16 +331,14 @@ class OpcuaFace:
             self.sim.faults.listeners.remove(self._on_fault)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # and a cancel of stop() itself goes through
             self._task = None
         server, self._server = self._server, None
         if server is not None:
             clock = server.iserver.time_task  # its 1 s sleep would delay stop() by up to 1 s
             if clock is not None:
                 clock.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await clock
+                await asyncio.wait([clock])
                 server.iserver.time_task = None
             await server.stop()
         self._frozen.clear()
@@ -438,8 +436,11 @@ class OpcuaFace:
     async def _serve(self) -> None:
         """After every tick (or ``tick_s`` when the sim is stepped by hand): faults, values."""
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that lands with
+            # a tick, and this loop would run on with stop() waiting for it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.sim.ticked.wait(), self.sim.tick_s)
+                async with asyncio.timeout(self.sim.tick_s):
+                    await self.sim.ticked.wait()
             if self.sim.rebooting:
                 self._cut()
                 self._refuse_new(True)
