@@ -13,7 +13,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edgetwin.config.model import AnomalyConfig, VibrationConfig
+from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import PointState, Quality, Record, Sample, asset_of
 from edgetwin.telemetry import Telemetry
 
@@ -145,9 +145,7 @@ class VibrationStage:
         """Stop: cancel the work in hand and the worker thread."""
         self._waiting.clear()
         for task in list(self._busy.values()):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._thread.shutdown(wait=False, cancel_futures=True)
 
 

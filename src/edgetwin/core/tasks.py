@@ -23,6 +23,20 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+async def wait_set(event: asyncio.Event, timeout_s: float | None) -> bool:
+    """Wait for ``event`` at most ``timeout_s``; True if it is set.
+
+    Our own waits use this, not ``wait_for``: a cancel that lands with the event goes
+    through.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 async def cancel_and_wait(task: asyncio.Task[None], timeout_s: float = 1.0) -> bool:
     """Cancel ``task`` and wait for it to end, cancelling again while it keeps running.
 

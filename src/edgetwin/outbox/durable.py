@@ -33,7 +33,7 @@ import structlog
 from edgetwin.config.model import BufferConfig, OnFull
 from edgetwin.core.counter import ReservedCounter
 from edgetwin.core.errors import DecodeError, StoreError
-from edgetwin.core.tasks import finish_despite_cancel, raise_if_cancelling
+from edgetwin.core.tasks import finish_despite_cancel, raise_if_cancelling, wait_set
 from edgetwin.core.types import (
     Delivery,
     Delta,
@@ -400,8 +400,7 @@ class DurableOutbox:
             wait_s = self._next_commit_in()
             if wait_s > 0:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait_s)
+                await wait_set(self._wake, wait_s)
                 raise_if_cancelling()
                 if self._next_commit_in() > 0:
                     continue  # woken by new work that is not due yet
@@ -628,9 +627,7 @@ class DurableOutbox:
                 return [q.entry for q in batch]
             pending_hist = bool(self._hist) or not self._hist_done
             self._claimable.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._claimable.wait(),
-                                       self._bucket.wait_s() if pending_hist else None)
+            await wait_set(self._claimable, self._bucket.wait_s() if pending_hist else None)
 
     def _count_replayed(self, replayed: int) -> None:
         if replayed:

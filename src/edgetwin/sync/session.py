@@ -36,7 +36,7 @@ import structlog
 from edgetwin.config.model import MqttProtocol, Scheme, SyncConfig
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.ports import Outbox, SubmitCommand, TwinView
-from edgetwin.core.tasks import cancel_and_wait, raise_if_cancelling
+from edgetwin.core.tasks import cancel_and_wait, raise_if_cancelling, wait_set
 from edgetwin.core.types import (
     Command,
     CommandOrigin,
@@ -212,9 +212,7 @@ class MqttSession:
                     log=first_of_outage, broker=self.broker,
                     message="Broker connection lost" if lost else "Cannot connect to the broker",
                 )
-            delay = backoff.next_delay()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await wait_set(stop, backoff.next_delay())
         abandoned = self._outbox.depth()
         if abandoned:
             log.warning("Stopped while disconnected; entries left in the outbox",
@@ -412,8 +410,7 @@ class MqttSession:
         deadline = time.monotonic() + drain_s
         while self._outbox.waiting() and (left := deadline - time.monotonic()) > 0:
             self._settled.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), left)
+            await wait_set(self._settled, left)
         if self._outbox.waiting():
             log.warning("Drain time is up; entries stay queued", abandoned=self._outbox.waiting(),
                         drain_s=drain_s)
