@@ -61,14 +61,28 @@ DEAD_LETTER_KEEP = 10_000  # the newest rejected entries kept for inspection
 # Rows per INSERT/DELETE statement. Each statement releases and retakes the GIL, and a busy
 # event loop holds the GIL for up to the switch interval (5 ms) each time, so a commit of
 # one statement per row takes seconds under load; a few large statements do not.
-_ROWS_PER_STATEMENT = 500
+MAX_ROWS_PER_STATEMENT = 512
 _TWIN_UPSERT = (" ON CONFLICT(point) DO UPDATE SET value = excluded.value,"
                 " ts_ns = excluded.ts_ns, quality = excluded.quality, version = excluded.version")
 _T = TypeVar("_T")
 
 
-def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def statement_runs(items: Sequence[_T]) -> list[Sequence[_T]]:
+    """``items`` in runs of 512, 256, ... 1 rows: at most ten statement texts per kind.
+
+    The sqlite3 module keeps a prepared statement per distinct text (up to 128 per
+    connection), and a 500-row INSERT's program holds ~365 KiB: a text per batch size grew
+    that cache by megabytes as new outages brought new sizes, the soak's slow RSS climb.
+    """
+    runs: list[Sequence[_T]] = []
+    size = MAX_ROWS_PER_STATEMENT
+    start = 0
+    while start < len(items):
+        while size > len(items) - start:
+            size //= 2
+        runs.append(items[start:start + size])
+        start += size
+    return runs
 
 
 def _insert_sql(table: str, columns: int, rows: int) -> str:
@@ -225,9 +239,9 @@ class OutboxDatabase:
                 if freed < work.evict_bytes:
                     rows = self._refuse(rows, work.evict_bytes - freed, done)
             stored = [(r.seq, r.priority, r.asset, r.created_ns, r.size, r.body) for r in rows]
-            for batch in _chunks(stored, _ROWS_PER_STATEMENT):
+            for batch in statement_runs(stored):
                 db.execute(_insert_sql("outbox", 6, len(batch)), _flat(batch))
-            for points in _chunks(work.twin, _ROWS_PER_STATEMENT):
+            for points in statement_runs(work.twin):
                 db.execute(_insert_sql("twin", 5, len(points)) + _TWIN_UPSERT, _flat(points))
             if work.last_seq:
                 db.execute(
@@ -296,7 +310,7 @@ class OutboxDatabase:
         )
 
     def _delete(self, seqs: Sequence[int]) -> None:
-        for chunk in _chunks(list(seqs), _ROWS_PER_STATEMENT):
+        for chunk in statement_runs(list(seqs)):
             marks = ",".join("?" * len(chunk))
             self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
 
