@@ -68,7 +68,7 @@ _T = TypeVar("_T")
 
 STAGE_MAX = 20_000  # entries accepted but not committed; put waits beyond it
 LIVE_CACHE_MAX = 20_000  # committed live entries kept in memory; the rest is read back
-LOAD_BATCH = 1_000  # rows read from the database at a time
+LOAD_BATCH = 200  # rows read back at a time; decoded, a 10-point delta holds ~3 KiB
 DELETE_DELAY_S = 0.25  # settled entries are deleted in batches at most this late
 RETRY_S = 1.0  # while the disk refuses writes, a commit is retried this often
 STATS_S = 2.0  # how often the oldest entry's age is looked up
