@@ -72,7 +72,7 @@ def statement_runs(items: Sequence[_T]) -> list[Sequence[_T]]:
 
     The sqlite3 module keeps a prepared statement per distinct text (up to 128 per
     connection), and a 500-row INSERT's program holds ~365 KiB: a text per batch size grew
-    that cache by megabytes as new outages brought new sizes, the soak's slow RSS climb.
+    that cache by megabytes as new outages brought new sizes.
     """
     runs: list[Sequence[_T]] = []
     size = MAX_ROWS_PER_STATEMENT
