@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from edgetwin.daemon.allocator import sqlite_memory
 
 # Free a 1 MB mapped block (glibc then raises its threshold to ~1 MB unless it is fixed),
 # then see where a 500 kB block comes from: its own mapping, or the brk heap.
@@ -54,3 +58,22 @@ def test_an_operators_threshold_in_the_environment_wins(threshold: str) -> None:
     assert result["fixed"] is False
     mapped = int(threshold) < 500_000
     assert (result["mapped"] >= 500_000) is mapped
+
+
+def test_sqlite_memory_follows_a_page_cache_filling_and_its_connection_closing(
+        tmp_path: Path) -> None:
+    """The figure is the SQLite the sqlite3 module uses: it sees a real file's pages come and go."""
+    start = sqlite_memory()
+    assert start is not None
+    db = sqlite3.connect(tmp_path / "pages.db")
+    db.execute("PRAGMA cache_size=-4096")
+    with db:
+        db.execute("CREATE TABLE t (body BLOB)")
+        db.executemany("INSERT INTO t VALUES (?)", ((bytes(1000),) for _ in range(3000)))
+    filled = sqlite_memory()
+    assert filled is not None
+    assert filled - start > 2 * 2**20  # ~3 MB of rows, all still in the page cache
+    db.close()
+    closed = sqlite_memory()
+    assert closed is not None
+    assert closed - start < 256 * 1024

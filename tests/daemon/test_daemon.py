@@ -157,7 +157,7 @@ def test_metrics_carry_the_heap_figures(gateway: GatewayProcess) -> None:
     state_dir = gateway.config_path.parent / "state"
     host, _, port = json.loads((state_dir / RUN_FILE).read_text())["http"].rpartition(":")
     names = ("edgetwin_heap_in_use_bytes", "edgetwin_heap_free_bytes",
-             "edgetwin_heap_mapped_bytes")
+             "edgetwin_heap_mapped_bytes", "edgetwin_sqlite_memory_bytes")
     figures: dict[str, float] = {}
     deadline = time.monotonic() + 10.0
     while figures.get(names[0], 0.0) == 0.0 and time.monotonic() < deadline:  # housekeeping
@@ -167,6 +167,7 @@ def test_metrics_carry_the_heap_figures(gateway: GatewayProcess) -> None:
     assert figures["edgetwin_heap_in_use_bytes"] > 10 * 2**20  # numpy, onnxruntime, the twin
     assert figures["edgetwin_heap_free_bytes"] > 0
     assert figures["edgetwin_heap_mapped_bytes"] > 0
+    assert figures["edgetwin_sqlite_memory_bytes"] > 64 * 1024  # the outbox's open database
 
 
 def test_sigkill_leaves_the_offline_will_on_the_broker(

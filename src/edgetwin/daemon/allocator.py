@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import sqlite3  # noqa: F401  (loads the library _loaded_sqlite finds)
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,6 +28,7 @@ Above the largest hot-path buffer that is allocated every cycle (a 4096-sample w
 """
 
 _M_MMAP_THRESHOLD: Final = -3  # glibc <malloc.h>
+_SQLITE_SONAME: Final = "libsqlite3.so.0"
 OPERATOR_OVERRIDE: Final = "MALLOC_MMAP_THRESHOLD_"  # glibc reads it at start-up
 
 
@@ -84,6 +86,28 @@ def heap_usage() -> HeapUsage | None:
     return HeapUsage(in_use=info.uordblks, free=info.fordblks, mapped=info.hblkhd)
 
 
+@functools.cache
+def _loaded_sqlite() -> ctypes.CDLL | None:
+    """The SQLite library the ``sqlite3`` module runs on, never a second copy of it.
+
+    ``RTLD_NOLOAD`` only finds a library already loaded: where Python carries its own
+    SQLite built in, a fresh load would count a copy that holds nothing.
+    """
+    try:
+        lib = ctypes.CDLL(_SQLITE_SONAME, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return None
+    lib.sqlite3_memory_used.argtypes = []
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return lib
+
+
+def sqlite_memory() -> int | None:
+    """Bytes SQLite holds now (page caches, prepared statements), part of the heap in use."""
+    lib = _loaded_sqlite()
+    return None if lib is None else int(lib.sqlite3_memory_used())
+
+
 class HeapGauges:
     """The heap's figures as gauges: a slow climb in RSS is either use or fragmentation."""
 
@@ -94,6 +118,8 @@ class HeapGauges:
                                      "Bytes free inside malloc's heaps (fragmentation)")
         self._mapped = telemetry.gauge("edgetwin_heap_mapped_bytes",
                                        "Bytes in blocks malloc mapped one by one")
+        self._sqlite = telemetry.gauge("edgetwin_sqlite_memory_bytes",
+                                       "Bytes SQLite holds (page caches, prepared statements)")
 
     def update(self) -> None:
         """Set the gauges from glibc; they stay at 0 where malloc is not glibc's."""
@@ -102,3 +128,6 @@ class HeapGauges:
             self._in_use.set(usage.in_use)
             self._free.set(usage.free)
             self._mapped.set(usage.mapped)
+        sqlite = sqlite_memory()
+        if sqlite is not None:
+            self._sqlite.set(sqlite)
