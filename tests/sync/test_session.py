@@ -1,10 +1,13 @@
 """The MQTT session against a real Mosquitto: delivery, retained state, outages, drain."""
 
 import asyncio
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from edgetwin.config.model import BufferConfig, MqttConfig, SyncConfig
@@ -118,6 +121,31 @@ async def test_broker_outage_loses_nothing_and_will_marks_offline(
         firsts.setdefault(m.json()["seq"], m.json()["state"]["p0"]["v"])
     assert list(firsts.values()) == sorted(firsts.values())  # order per asset kept
     assert rig.telemetry.errors_count("sync", "disconnected") >= 1
+    rig.stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_lost_session_frees_its_client_at_once(
+    broker: Broker, make_rig: Callable[[int], Rig]
+) -> None:
+    """A dropped client (a reference cycle with paho's) is freed at the loss, not minutes later.
+
+    Python's automatic collection is off for the test: only the session's own pass may
+    free the client, so without it the client lives on and the wait fails.
+    """
+    rig = make_rig(broker.port)
+    task = asyncio.create_task(rig.session.run(rig.stop, drain_s=1.0))
+    await until(lambda: rig.session.connected, what="session up")
+    gc.disable()
+    try:
+        clients = [weakref.ref(o) for o in gc.get_objects() if isinstance(o, aiomqtt.Client)]
+        assert clients
+        broker.stop(kill=True)
+        await until(lambda: not rig.session.connected, what="session lost")
+        await until(lambda: all(ref() is None for ref in clients), timeout_s=5.0,
+                    what="dropped clients freed")
+    finally:
+        gc.enable()
     rig.stop.set()
     await asyncio.wait_for(task, 5)
 

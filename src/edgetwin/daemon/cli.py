@@ -17,7 +17,11 @@ import structlog
 from edgetwin import __version__
 from edgetwin.config import InvalidConfig, gateway_model, load_config
 from edgetwin.core.errors import ConfigError, SourceUnavailable, StoreError
-from edgetwin.daemon.allocator import MMAP_THRESHOLD_BYTES, fix_mmap_threshold
+from edgetwin.daemon.allocator import (
+    MMAP_THRESHOLD_BYTES,
+    fix_mmap_threshold,
+    freeze_startup_objects,
+)
 from edgetwin.daemon.app import RUN_FILE, Daemon
 from edgetwin.daemon.status_table import render_status
 from edgetwin.outbox.durable import DB_FILE
@@ -74,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         daemon = Daemon(args.config.resolve(), config)
+        log.debug("Start-up objects frozen", objects=freeze_startup_objects())
         return await daemon.run()
 
     try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import ssl
 import time
@@ -180,26 +181,16 @@ class MqttSession:
     async def _run(self, stop: asyncio.Event, drain_s: float) -> None:
         backoff = Backoff(initial_s=0.5, max_s=30.0)
         while not stop.is_set():
+            pause = True
             try:
-                password = self._read_password()
-                will = self.node.next_will() if self.node else self._status(online=False)
-                async with self._client(password, will, self._client_id) as client, \
-                        self._status_link(password):
-                    await self._on_connect(client)
-                    backoff.reset()
-                    await self._pump(client, stop, drain_s)
-                    async with asyncio.timeout(_GOODBYE_S):
-                        await self._goodbye(client)
-                    self._outbox.confirm_sent()  # a clean close: QoS 0 writes arrived
-                    self._set_connected(False, None)
-                    log.info("Broker session closed", broker=self.broker)
-                    return
+                await self._connection(stop, drain_s, backoff)
+                return
             except HostOffline:
                 self._outbox.rewind()
                 self._set_connected(False, "primary host offline")
                 log.warning("Primary host went offline; holding data until it returns",
                             host=self.host.host_id if self.host else None)
-                continue  # reconnect at once and wait for its STATE online
+                pause = False  # reconnect at once and wait for its STATE online
             except (aiomqtt.MqttError, OSError) as err:
                 self._outbox.rewind()
                 lost = self.connected
@@ -212,11 +203,31 @@ class MqttSession:
                     log=first_of_outage, broker=self.broker,
                     message="Broker connection lost" if lost else "Cannot connect to the broker",
                 )
-            await wait_set(stop, backoff.next_delay())
+            _free_dropped_client()  # out here, where the error that held it is gone
+            if pause:
+                await wait_set(stop, backoff.next_delay())
         abandoned = self._outbox.depth()
         if abandoned:
             log.warning("Stopped while disconnected; entries left in the outbox",
                         abandoned=abandoned, broker=self.broker)
+
+    async def _connection(self, stop: asyncio.Event, drain_s: float, backoff: Backoff) -> None:
+        """One connection, until a clean close after ``stop``; raises when the link fails.
+
+        A frame of its own, so that the client is no longer referenced once it is gone.
+        """
+        password = self._read_password()
+        will = self.node.next_will() if self.node else self._status(online=False)
+        async with self._client(password, will, self._client_id) as client, \
+                self._status_link(password):
+            await self._on_connect(client)
+            backoff.reset()
+            await self._pump(client, stop, drain_s)
+            async with asyncio.timeout(_GOODBYE_S):
+                await self._goodbye(client)
+            self._outbox.confirm_sent()  # a clean close: QoS 0 writes arrived
+            self._set_connected(False, None)
+            log.info("Broker session closed", broker=self.broker)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """A clean stop: last snapshots and the death certificates the Wills stand for."""
@@ -601,6 +612,21 @@ class MqttSession:
         await client.publish(message.topic, message.payload, qos=message.qos,
                              retain=message.retain, timeout=timeout_s)
         self._published.labels(kind).inc()
+
+
+def _free_dropped_client() -> None:
+    """Free a dropped client now, with every message it still held in flight.
+
+    aiomqtt's client and paho's point at each other, and the frames of a lost session hold
+    the error that ended it: cycles, which Python frees only in a full collection, minutes
+    later, after new objects settled between their holes. In the HIL bench each blackholed
+    broker link left ~0.1 MB on the heap and ~0.3 MB of RSS that way. The daemon freezes its
+    start-up objects, so this pass walks only what came since (a millisecond or two).
+    """
+    started = time.perf_counter()
+    found = gc.collect()
+    log.debug("Dropped broker client freed", objects=found,
+              ms=round((time.perf_counter() - started) * 1000, 1))
 
 
 def _kind(entry: OutboxEntry) -> str:
