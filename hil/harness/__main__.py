@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run_all(scenarios: list[Scenario], args: argparse.Namespace) -> bool:
+    # `kill` ends a run like Ctrl-C does: cancelled, so the gateway, broker and sim stop too.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     profile = load_profile(args.profile)
     gateway_cmd = shlex.split(args.gateway_cmd) if args.gateway_cmd else None
     run_dir = args.out / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -112,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as err:
         print(err, file=sys.stderr)
         return 2
-    return 0 if asyncio.run(_run_all(scenarios, args)) else 1
+    try:
+        return 0 if asyncio.run(_run_all(scenarios, args)) else 1
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("stopped before the end: no verdict", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":
