@@ -107,3 +107,35 @@ def test_freezing_collects_start_up_garbage_and_leaves_later_passes_little_to_wa
     assert result["frozen"] >= 50_000
     assert result["tracked_before"] >= 50_000
     assert result["tracked_after"] < 100  # what a full collection still walks
+
+
+REFREEZE = """
+import gc, json, weakref
+from edgetwin.daemon.allocator import freeze_startup_objects, refreeze
+
+class Node:
+    pass
+
+before = refreeze()  # nothing frozen yet: nothing to do
+config = Node()
+config.self = config  # built at start-up, in a cycle
+old = weakref.ref(config)
+gc.disable()
+freeze_startup_objects()
+del config  # a reload replaces it: unreachable, but frozen
+gc.collect()
+kept_while_frozen = old() is not None
+after = refreeze()
+print(json.dumps({"before": before, "kept_while_frozen": kept_while_frozen,
+                  "freed": old() is None, "refrozen": after}))
+"""
+
+
+def test_refreezing_after_a_reload_frees_what_it_dropped() -> None:
+    done = subprocess.run([sys.executable, "-c", REFREEZE], capture_output=True, text=True,
+                          check=True, timeout=60)
+    result = json.loads(done.stdout)
+    assert result["before"] is None
+    assert result["kept_while_frozen"] is True  # why a reload must refreeze
+    assert result["freed"] is True
+    assert result["refrozen"] > 0

@@ -78,6 +78,19 @@ def freeze_startup_objects() -> int:
     return gc.get_freeze_count()
 
 
+def refreeze() -> int | None:
+    """After a reload: free what start-up built and the reload dropped, freeze what stays.
+
+    A cycle among frozen objects is never collected, and a reload drops some (the old
+    sources, session and rules). One full pass per reload. None when nothing was frozen
+    (the daemon run outside ``edgetwin run``, as in tests).
+    """
+    if gc.get_freeze_count() == 0:
+        return None
+    gc.unfreeze()
+    return freeze_startup_objects()
+
+
 class _Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",

@@ -53,7 +53,7 @@ from edgetwin.core.types import (
     WriteOutcome,
     asset_of,
 )
-from edgetwin.daemon.allocator import HeapGauges
+from edgetwin.daemon.allocator import HeapGauges, refreeze
 from edgetwin.daemon.statelock import lock_state_dir
 from edgetwin.daemon.supervisor import supervise
 from edgetwin.outbox import DurableOutbox
@@ -492,6 +492,7 @@ class Daemon:
             self.notifier.notify(STATUS=f"Reload refused: {len(err.problems)} problem(s)")
             return False
         await self.apply(new)
+        refreeze()
         self.notifier.notify(STATUS=self._status_line())
         return True
 
