@@ -148,3 +148,15 @@ async def test_nobody_reading_does_not_block_the_loop(sim: Sim) -> None:
         assert sum(parse(listening["format"], line) is not None for _, line in lines) > 50
     finally:
         await device.stop()
+
+
+async def test_a_cancel_of_stop_itself_goes_through(sim: Sim) -> None:
+    """stop() waits for its stream task without swallowing a cancel aimed at the caller."""
+    device = LineDevice(sim, rate_hz=RATE_HZ)
+    await device.start()
+    stopping = asyncio.create_task(device.stop())
+    await asyncio.sleep(0)  # stop() is now waiting for the stream task to end
+    stopping.cancel()
+    await asyncio.wait([stopping])
+    assert stopping.cancelled()
+    await device.stop()  # finishes the job: the pty closes

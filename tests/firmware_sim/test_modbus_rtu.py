@@ -258,3 +258,16 @@ async def test_mbpoll_over_rtu(rtu_face: RtuFace, sim: Sim) -> None:
     assert sim.plant.valve_position_pct == 25.0
     assert [(r.target, r.name, r.value) for r in sim.writes.query(face="modbus_rtu")] == [
         ("holding 201", "valve_position_pct", 25.0)]
+
+
+async def test_a_cancel_of_stop_itself_goes_through(sim: Sim) -> None:
+    """stop() waits for its garbage task without swallowing a cancel aimed at the caller."""
+    face = ModbusRtuFace(sim)
+    await face.start()
+    stopping = asyncio.create_task(face.stop())
+    await asyncio.sleep(0)  # stop() is now waiting for the garbage task to end
+    stopping.cancel()
+    await asyncio.wait([stopping])
+    assert stopping.cancelled()
+    await face.stop()  # finishes the job: server down, line removed
+    assert face.bridge is None

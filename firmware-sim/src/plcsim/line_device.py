@@ -31,7 +31,6 @@ finds is up to that much old data; pyserial discards it when it opens the port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import tty
@@ -106,8 +105,7 @@ class LineDevice:
         """Stop streaming and close both sides of the pty."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # and a cancel of stop() itself goes through
             self._task = None
         for fd in (self._master, self._slave):
             if fd is not None:

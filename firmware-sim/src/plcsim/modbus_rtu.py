@@ -30,7 +30,6 @@ and exception faults are the ``Responder``'s, as on TCP.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -158,8 +157,7 @@ class ModbusRtuFace:
         """Stop serving and remove the line."""
         if self._garbage is not None:
             self._garbage.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._garbage
+            await asyncio.wait([self._garbage])  # and a cancel of stop() itself goes through
             self._garbage = None
         server, self._server = self._server, None
         if server is not None:
