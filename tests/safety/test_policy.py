@@ -89,6 +89,27 @@ async def test_disabled_denies_everything(rig: Rig, keys: object) -> None:
     assert rig.last_code() == "disabled"
 
 
+async def test_a_failed_signature_self_test_denies_everything(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken signature check (it cannot be broken here: the fault is injected) fails closed."""
+    await rig.close()
+    monkeypatch.setattr("edgetwin.safety.policy.self_test",
+                        lambda: "a signature over a changed command was accepted")
+    rig.open()
+    verdict = await rig.send("pump1/speed_setpoint", 1500)
+    assert not verdict.accepted
+    assert verdict.reason == ("denied: the signature check failed its self-test at start-up "
+                              "(a signature over a changed command was accepted)")
+    assert rig.writes == []
+    assert rig.last_code() == "verifier_fault"
+
+
+async def test_the_signature_self_test_passes_on_the_real_library(rig: Rig) -> None:
+    assert rig.policy is not None
+    assert rig.policy.verifier_fault is None
+    assert (await rig.send("pump1/speed_setpoint", 1500)).accepted
+
+
 async def test_readonly_denies_and_survives_a_restart(rig: Rig) -> None:
     """The local switch denies every command, is stored, and is still on after a restart."""
     assert rig.policy is not None

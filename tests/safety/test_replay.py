@@ -86,3 +86,15 @@ def test_a_broken_database_is_a_store_error(tmp_path: Path) -> None:
     store.close()
     with pytest.raises((StoreError, sqlite3.ProgrammingError)):
         store.remember("x", NOW, NOW)
+
+
+def test_purge_forgets_only_what_can_no_longer_be_fresh(tmp_path: Path) -> None:
+    """At start-up the policy purges ids that expired while the gateway was down."""
+    store = ReplayStore(tmp_path / "replay.db", 100, 0)
+    store.remember("old", 1_000, 500)
+    store.remember("live", 5_000, 500)
+    store.purge(2_000)
+    assert len(store) == 1
+    assert store.remember("old", 9_000, 2_000) is Remembered.NEW  # forgotten
+    assert store.remember("live", 9_000, 2_000) is Remembered.SEEN
+    store.close()

@@ -17,7 +17,9 @@ from edgetwin.core.types import Command, CommandOrigin
 from edgetwin.safety.signing import (
     KeyRing,
     generate_keypair,
+    judge_self_test,
     load_private_key,
+    self_test,
     sign_command,
     signed_cmd_payload,
     signed_desired_payload,
@@ -121,3 +123,26 @@ def test_private_key_loading_refuses_other_files(tmp_path: Path, keys: Keys) -> 
         load_private_key(keys.ops_public)
     with pytest.raises(ValueError, match="cannot read"):
         load_private_key(tmp_path / "none.key")
+
+
+def test_self_test_finds_the_real_check_sound() -> None:
+    assert self_test() is None
+
+
+def _probe() -> Command:
+    return Command("p1", "a/b", 1, CommandOrigin.JSON_CMD, 0, key_id="k", signature="c2ln")
+
+
+def test_self_test_catches_a_check_that_accepts_anything() -> None:
+    assert judge_self_test(lambda _command: None, _probe()) == (
+        "a signature over a changed command was accepted")
+
+
+def test_self_test_catches_a_check_that_refuses_good_signatures() -> None:
+    assert judge_self_test(lambda _command: ("bad_signature", "bad signature: no"), _probe()) == (
+        "a good signature was refused (bad signature: no)")
+
+
+def test_self_test_passes_a_check_that_tells_the_changed_command() -> None:
+    probe = _probe()
+    assert judge_self_test(lambda c: None if c == probe else ("x", "changed"), probe) is None

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,7 +77,7 @@ from edgetwin.safety.rules import (
     type_of,
 )
 from edgetwin.safety.sbo import Selections, new_token
-from edgetwin.safety.signing import KeyRing
+from edgetwin.safety.signing import KeyRing, self_test
 
 log = structlog.get_logger("edgetwin.safety")
 
@@ -183,6 +184,19 @@ class SafetyPolicy:
         if switch.on:
             log.warning("Commands are read-only (local switch)", by=switch.by)
         self._disk_thread = ThreadPoolExecutor(1, thread_name_prefix="safety-disk")
+        # At start-up, not with the first command: the disk thread, the ids that expired
+        # while the gateway was down, and a self-test of the signature check.
+        try:
+            self._disk_thread.submit(self._replay.purge, self._wall_ns() // 10**6).result()
+        except sqlite3.Error as err:
+            self._replay.close()
+            self._audit.close()
+            self._disk_thread.shutdown()
+            raise StoreError(f"replay store {self._replay.path}: {err}") from err
+        self.verifier_fault = self_test() if config.enabled else None
+        if self.verifier_fault is not None:
+            log.error("Signature self-test failed; every command will be denied",
+                      fault=self.verifier_fault)
 
     def _apply(self, config: CommandsConfig, specs: Mapping[str, PointSpec],
                keys_dir: Path | None) -> None:
@@ -440,6 +454,9 @@ class SafetyPolicy:
         if self._readonly:
             return Denial("readonly", "the gateway is read-only (local switch: edgetwin "
                                       "readonly off to allow writes)")
+        if self.verifier_fault is not None:
+            return Denial("verifier_fault", "the signature check failed its self-test at "
+                                            f"start-up ({self.verifier_fault})")
         return None
 
     def _remember_and_append(

@@ -106,7 +106,7 @@ class ReplayStore:
         try:
             self._since_purge += 1
             if self._since_purge >= _PURGE_EVERY or self._count >= self._max_ids:
-                self._purge(now_ms)
+                self.purge(now_ms)
             if self._db.execute("SELECT 1 FROM seen WHERE id = ?", (command_id,)).fetchone():
                 return Remembered.SEEN
             if self._count >= self._max_ids:
@@ -125,7 +125,11 @@ class ReplayStore:
         self.high_water_ms = high
         return Remembered.NEW
 
-    def _purge(self, now_ms: int) -> None:
+    def purge(self, now_ms: int) -> None:
+        """Forget the ids whose commands can no longer be fresh.
+
+        Also run at start-up, for the ids that expired while the gateway was down.
+        """
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             gone = self._db.execute("DELETE FROM seen WHERE until_ms < ?", (now_ms,)).rowcount
