@@ -9,12 +9,14 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from hil.harness.proxy import LinkProxy
 
 from edgetwin.config.model import BufferConfig, MqttConfig, SyncConfig
 from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import Command, PointSpec, Quality, Sample, Verdict
 from edgetwin.outbox import DurableOutbox
 from edgetwin.sync import MqttSession
+from edgetwin.sync import session as session_module
 from edgetwin.telemetry import Telemetry
 from edgetwin.twin import TwinStore
 from tests.helpers.mqtt import Received, Recorder, publish_once
@@ -148,6 +150,33 @@ async def test_a_lost_session_frees_its_client_at_once(
         gc.enable()
     rig.stop.set()
     await asyncio.wait_for(task, 5)
+
+
+async def test_a_connect_that_got_no_connack_is_closed_not_left_to_finish_later(
+    broker: Broker, make_rig: Callable[[int], Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link that swallows everything: each timed-out attempt's socket is closed at once.
+
+    Left open, it would finish connecting once the link heals, as this gateway's client id
+    and with its Will, beside the session that follows (then the broker takes one over).
+    """
+    monkeypatch.setattr(session_module, "_PUBACK_TIMEOUT_S", 1.0)  # the CONNACK wait too
+    proxy = LinkProxy("broker", "127.0.0.1", broker.port)
+    await proxy.start()
+    try:
+        proxy.blackhole()
+        rig = make_rig(proxy.port)
+        task = asyncio.create_task(rig.session.run(rig.stop, drain_s=1.0))
+        await until(lambda: rig.telemetry.errors_count("sync", "connect_failed") >= 3,
+                    timeout_s=20, what="three attempts timed out")
+        assert proxy.stats()["connections_open"] <= 1  # at most the attempt under way
+        proxy.restore()
+        await until(lambda: rig.session.connected, timeout_s=20, what="session up")
+        assert proxy.stats()["connections_open"] == 1
+        rig.stop.set()
+        await asyncio.wait_for(task, 5)
+    finally:
+        await proxy.stop()
 
 
 async def test_stop_while_broker_down_returns_promptly_and_keeps_entries(

@@ -203,9 +203,9 @@ class MqttSession:
                     log=first_of_outage, broker=self.broker,
                     message="Broker connection lost" if lost else "Cannot connect to the broker",
                 )
-            _free_dropped_client()  # out here, where the error that held it is gone
             if pause:
                 await wait_set(stop, backoff.next_delay())
+            _free_dropped_client()  # out here and after the pause: nothing holds it by now
         abandoned = self._outbox.depth()
         if abandoned:
             log.warning("Stopped while disconnected; entries left in the outbox",
@@ -218,7 +218,7 @@ class MqttSession:
         """
         password = self._read_password()
         will = self.node.next_will() if self.node else self._status(online=False)
-        async with self._client(password, will, self._client_id) as client, \
+        async with _connected(self._client(password, will, self._client_id)) as client, \
                 self._status_link(password):
             await self._on_connect(client)
             backoff.reset()
@@ -246,7 +246,7 @@ class MqttSession:
             yield
             return
         will = self._status(online=False)
-        async with self._client(password, will, f"{self._client_id}-status") as side:
+        async with _connected(self._client(password, will, f"{self._client_id}-status")) as side:
             await self._publish(side, self._status(online=True), "status")
             try:
                 yield
@@ -612,6 +612,27 @@ class MqttSession:
         await client.publish(message.topic, message.payload, qos=message.qos,
                              retain=message.retain, timeout=timeout_s)
         self._published.labels(kind).inc()
+
+
+@contextlib.asynccontextmanager
+async def _connected(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """``async with client``, and a connect that failed leaves no socket behind.
+
+    aiomqtt keeps the socket of an attempt whose CONNACK did not come in time. Once the
+    link heals, that attempt would still finish connecting, as this gateway's client id
+    and with its Will, beside the session that follows (the broker then takes one over),
+    and the client would live on until then.
+    """
+    entered = False
+    try:
+        async with client:
+            entered = True
+            yield client
+    finally:
+        if not entered:
+            # aiomqtt has no way to abandon a connect; paho's own close also makes aiomqtt
+            # stop watching the socket (its socket-close callback).
+            client._client._sock_close()
 
 
 def _free_dropped_client() -> None:
