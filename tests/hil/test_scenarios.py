@@ -14,10 +14,11 @@ from hil.harness.soak import KILLS_UNTIL_S, soak_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted((REPO / "hil" / "scenarios").glob("*.yaml"))
+LONG = sorted((REPO / "hil" / "scenarios" / "long").glob("*.yaml"))
 PROFILE = load_profile(REPO / "hil" / "gateways" / "edgetwin")
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+@pytest.mark.parametrize("path", SCENARIOS + LONG, ids=[p.stem for p in SCENARIOS + LONG])
 def test_every_scenario_loads_and_uses_a_known_template(path: Path) -> None:
     """A scenario file validates and names a template of the edgetwin profile."""
     scenario = load_scenario(path)
