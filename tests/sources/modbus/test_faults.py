@@ -82,3 +82,39 @@ async def test_rtu_garbage_and_dropout_on_the_line(line: tuple[Any, str]) -> Non
         sim.faults.clear()
         await plc_batches.wait_for(every(Quality.GOOD), after=plc_at)
         await vib_batches.wait_for(every(Quality.GOOD), after=vib_at)
+
+
+async def test_a_block_read_before_the_link_died_in_the_same_cycle_is_kept() -> None:
+    """A device answers the first block, then drops the connection: that value still counts.
+
+    It used to go with the failed cycle (the HIL soak lost counter 4372 that way, read
+    0.7 s before a PLC reboot).
+    """
+    async def device(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(7)  # MBAP: tid, pid, length, unit
+                pdu = await reader.readexactly(int.from_bytes(header[4:6], "big") - 1)
+                if int.from_bytes(pdu[1:3], "big") != 0:  # the second block: the device dies
+                    break
+                reply = bytes([3, 2]) + (4372).to_bytes(2, "big")
+                writer.write(header[:4] + (len(reply) + 1).to_bytes(2, "big") + header[6:7]
+                             + reply)
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(device, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    points = [{"id": "dev/first", "address": 0}, {"id": "dev/second", "address": 1000}]
+    source = ModbusSource(skid_config(port, points), **FAST_RECONNECT)
+    batches, health = BatchRecorder(), RecordingHealth()
+    try:
+        async with running(source, batches, health):
+            await batches.wait_for(
+                lambda b: "dev/first" in b and b["dev/first"].quality is Quality.GOOD
+                and b["dev/first"].value == 4372)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -122,6 +122,7 @@ class _LinkLost(Exception):  # control flow inside this module, never seen outsi
     def __init__(self, error: SourceUnavailable | None = None) -> None:
         super().__init__(error)
         self.error = error  # None when another loop or source saw the failure first
+        self.read_before: list[Sample] = []  # what the cycle had read when the link went
 
 
 @dataclass(slots=True)
@@ -326,8 +327,10 @@ class _Poller:
             try:
                 batch = await finish_despite_cancel(
                     asyncio.ensure_future(self._cycle(session, owner)))
-            except _LinkLost:
+            except _LinkLost as lost:
                 raise_if_cancelling()
+                if lost.read_before:  # answered before the link went: data like any other
+                    await self._emit(lost.read_before)
                 continue
             reported_down = False
             if batch:
@@ -372,7 +375,11 @@ class _Poller:
                 batch.extend(Sample(s.point.id, None, Quality.BAD, ts_ns) for s in block.slots)
                 index += 1
                 continue
-            result, ts_ns = await self._read_consistent(session, block)
+            try:
+                result, ts_ns = await self._read_consistent(session, block)
+            except _LinkLost as lost:
+                lost.read_before = batch
+                raise
             self._link.answered()
             if result is None:
                 batch.extend(self._torn(block, ts_ns))
