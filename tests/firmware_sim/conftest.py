@@ -7,6 +7,7 @@ moves when a test steps it, so every value read can be compared exactly.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -138,3 +139,16 @@ async def peer(request: pytest.FixtureRequest, sim: Sim) -> AsyncIterator[Peer]:
     finally:
         modbus.close()
         await face.stop()
+
+
+async def cancel_while_stopping(device: Any) -> bool:
+    """Cancel a ``device.stop()`` while it waits for its task; True if the cancel went through.
+
+    The device is then stopped for good (a second ``stop()`` finishes the job).
+    """
+    stopping = asyncio.create_task(device.stop())
+    await asyncio.sleep(0)  # one turn: stop() is now waiting for its task to end
+    stopping.cancel()
+    await asyncio.wait([stopping])
+    await device.stop()
+    return stopping.cancelled()

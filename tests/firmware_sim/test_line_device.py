@@ -14,6 +14,7 @@ import serial
 from plcsim.line_device import LineDevice, scale_record
 from plcsim.plant import TANK_CAPACITY_M3
 from plcsim.sim import Sim
+from tests.firmware_sim.conftest import cancel_while_stopping
 
 pytestmark = pytest.mark.sim
 RATE_HZ = 20.0
@@ -154,9 +155,4 @@ async def test_a_cancel_of_stop_itself_goes_through(sim: Sim) -> None:
     """stop() waits for its stream task without swallowing a cancel aimed at the caller."""
     device = LineDevice(sim, rate_hz=RATE_HZ)
     await device.start()
-    stopping = asyncio.create_task(device.stop())
-    await asyncio.sleep(0)  # stop() is now waiting for the stream task to end
-    stopping.cancel()
-    await asyncio.wait([stopping])
-    assert stopping.cancelled()
-    await device.stop()  # finishes the job: the pty closes
+    assert await cancel_while_stopping(device)

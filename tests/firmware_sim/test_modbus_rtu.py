@@ -13,7 +13,7 @@ from pymodbus.client import AsyncModbusSerialClient
 
 from plcsim import Sim
 from plcsim.modbus_rtu import ModbusRtuFace, crc16_modbus, rtu_frame
-from tests.firmware_sim.conftest import rtu_client_for
+from tests.firmware_sim.conftest import cancel_while_stopping, rtu_client_for
 from tests.firmware_sim.modbus_peer import (
     RawLine,
     crc_ok,
@@ -264,10 +264,5 @@ async def test_a_cancel_of_stop_itself_goes_through(sim: Sim) -> None:
     """stop() waits for its garbage task without swallowing a cancel aimed at the caller."""
     face = ModbusRtuFace(sim)
     await face.start()
-    stopping = asyncio.create_task(face.stop())
-    await asyncio.sleep(0)  # stop() is now waiting for the garbage task to end
-    stopping.cancel()
-    await asyncio.wait([stopping])
-    assert stopping.cancelled()
-    await face.stop()  # finishes the job: server down, line removed
+    assert await cancel_while_stopping(face)
     assert face.bridge is None
