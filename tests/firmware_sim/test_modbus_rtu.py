@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from typing import Any
 
@@ -27,7 +26,6 @@ from tests.firmware_sim.modbus_peer import (
 
 pytestmark = pytest.mark.sim
 RtuFace = tuple[ModbusRtuFace, dict[str, Any]]
-needs_mbpoll = pytest.mark.skipif(shutil.which("mbpoll") is None, reason="needs mbpoll")
 
 
 @pytest.fixture
@@ -240,7 +238,6 @@ async def test_stop_removes_the_pty_pair(sim: Sim) -> None:
         await face.stop()
 
 
-@needs_mbpoll
 async def test_mbpoll_over_rtu(rtu_face: RtuFace, sim: Sim) -> None:
     """Mbpoll (libmodbus) on the pty (8E1 as it defaults to: a pty ignores parity)."""
     device = rtu_face[1]["device"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import struct
 from typing import Any
 
@@ -20,7 +19,6 @@ from tests.firmware_sim.modbus_peer import decode, mbpoll, mbpoll_values, step
 
 pytestmark = pytest.mark.sim
 TcpFace = tuple[ModbusTcpFace, dict[str, Any]]
-needs_mbpoll = pytest.mark.skipif(shutil.which("mbpoll") is None, reason="needs mbpoll")
 
 
 async def until(check: Any, timeout_s: float = 2.0) -> None:
@@ -275,7 +273,6 @@ async def test_read_write_multiple_registers(tcp_face: TcpFace, sim: Sim) -> Non
 
 # -- mbpoll ----------------------------------------------------------------------------------
 
-@needs_mbpoll
 async def test_mbpoll_reads_and_writes(tcp_face: TcpFace, sim: Sim) -> None:
     """Mbpoll (libmodbus): a big-endian float, a word-swapped int32, a 16-bit write."""
     port = str(tcp_face[0].port)
