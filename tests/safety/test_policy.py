@@ -98,10 +98,36 @@ async def test_a_failed_signature_self_test_denies_everything(
     rig.open()
     verdict = await rig.send("pump1/speed_setpoint", 1500)
     assert not verdict.accepted
-    assert verdict.reason == ("denied: the signature check failed its self-test at start-up "
+    assert verdict.reason == ("denied: the signature check failed its self-test "
                               "(a signature over a changed command was accepted)")
     assert rig.writes == []
     assert rig.last_code() == "verifier_fault"
+
+
+async def test_a_reload_that_enables_commands_runs_the_self_test(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started with writes off, the check is proved when a reload turns them on, and only then."""
+    await rig.close()
+    enabled = rig.config
+    rig.config = rig.config.model_copy(update={"enabled": False})
+    runs: list[str] = []
+
+    def broken() -> str:
+        runs.append("self-test")
+        return "a good signature was refused"
+
+    monkeypatch.setattr("edgetwin.safety.policy.self_test", broken)
+    rig.open()
+    assert rig.policy is not None
+    assert runs == []
+    rig.policy.reconfigure(enabled, rig.specs)
+    assert runs == ["self-test"]
+    verdict = await rig.send("pump1/speed_setpoint", 1500)
+    assert verdict.reason == "denied: the signature check failed its self-test (a good signature " \
+                             "was refused)"
+    assert rig.writes == []
+    rig.policy.reconfigure(enabled, rig.specs)
+    assert runs == ["self-test"]  # once per process: a second reload does not prove it again
 
 
 async def test_the_signature_self_test_passes_on_the_real_library(rig: Rig) -> None:

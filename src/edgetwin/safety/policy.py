@@ -193,7 +193,15 @@ class SafetyPolicy:
             self._audit.close()
             self._disk_thread.shutdown()
             raise StoreError(f"replay store {self._replay.path}: {err}") from err
-        self.verifier_fault = self_test() if config.enabled else None
+        self.verifier_fault: str | None = None
+        self._self_tested = False
+        if config.enabled:
+            self._self_test()
+
+    def _self_test(self) -> None:
+        """Prove the signature check before the first command that needs it, once per process."""
+        self._self_tested = True
+        self.verifier_fault = self_test()
         if self.verifier_fault is not None:
             log.error("Signature self-test failed; every command will be denied",
                       fault=self.verifier_fault)
@@ -227,6 +235,8 @@ class SafetyPolicy:
             ConfigError: as the constructor; the running configuration then stays.
         """
         self._apply(config, specs, keys_dir)
+        if config.enabled and not self._self_tested:  # commands turned on by this reload
+            self._self_test()
         self._rate.set_limit(config.rate_limit.per_point_per_minute)
         self._selections.clear()
         self._selections.timeout_s = config.select_timeout
@@ -455,8 +465,8 @@ class SafetyPolicy:
             return Denial("readonly", "the gateway is read-only (local switch: edgetwin "
                                       "readonly off to allow writes)")
         if self.verifier_fault is not None:
-            return Denial("verifier_fault", "the signature check failed its self-test at "
-                                            f"start-up ({self.verifier_fault})")
+            return Denial("verifier_fault", "the signature check failed its self-test "
+                                            f"({self.verifier_fault})")
         return None
 
     def _remember_and_append(
