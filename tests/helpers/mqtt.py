@@ -7,7 +7,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,11 +102,19 @@ class Recorder:
 
 def publish_once(port: int, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
     """Publish one QoS 1 message as an outside client (a host, an operator) and wait for it."""
+    publish_many(port, topic, [payload], retain=retain)
+
+
+def publish_many(port: int, topic: str, payloads: Sequence[bytes | str], *,
+                 retain: bool = False) -> None:
+    """Publish QoS 1 messages in order from one outside client, and wait until all are sent."""
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:
-        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+        sent = [client.publish(topic, payload, qos=1, retain=retain) for payload in payloads]
+        for info in sent:
+            info.wait_for_publish(10)
     finally:
         client.disconnect()
         client.loop_stop()

@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 from hil.harness.proxy import LinkProxy
 
-from edgetwin.config.model import BufferConfig, MqttConfig, SyncConfig
+from edgetwin.config.model import BufferConfig, InboundCommands, MqttConfig, SyncConfig
 from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import Command, PointSpec, Quality, Sample, Verdict
 from edgetwin.outbox import DurableOutbox
@@ -19,7 +19,7 @@ from edgetwin.sync import MqttSession
 from edgetwin.sync import session as session_module
 from edgetwin.telemetry import Telemetry
 from edgetwin.twin import TwinStore
-from tests.helpers.mqtt import Received, Recorder, publish_once
+from tests.helpers.mqtt import Received, Recorder, publish_many, publish_once
 from tests.helpers.procs import Broker
 from tests.helpers.waiting import until
 
@@ -264,3 +264,44 @@ async def test_desired_values_are_pending_until_the_verdict_and_every_command_is
     assert rig.telemetry.errors_count("sync", "unknown_point") == 1
     rig.stop.set()
     await asyncio.wait_for(task, 5)
+
+
+async def test_a_command_flood_is_refused_before_the_policy_and_answered_within_budget(
+    broker: Broker, make_rig: Callable[[int], Rig], recorder_factory: Callable[..., Recorder]
+) -> None:
+    """Past the burst, commands never reach the policy; a few refusals are answered, all counted."""
+    seen: list[str] = []
+
+    async def policy(command: Command) -> Verdict:
+        seen.append(command.id)
+        return Verdict(False, "denied: test policy")
+
+    rig = make_rig(broker.port)
+    config = rig.session._config.model_copy(
+        update={"inbound_commands": InboundCommands(per_second=0.001, burst=64)})
+    rig.session = MqttSession(config, "gw1", rig.outbox, rig.twin, rig.telemetry,
+                              points=list(SPECS), submit=policy)
+    rec = recorder_factory("edgetwin/v1/gw1/cmd/result")
+    task = asyncio.create_task(rig.session.run(rig.stop, drain_s=2.0))
+    await until(lambda: rig.session.connected, what="the session is up")
+    flood = 64 + 30
+    publish_many(broker.port, "edgetwin/v1/gw1/cmd", [
+        json.dumps({"id": f"f{i}", "point": "pump1/p1", "value": i, "client_token": f"t{i}"})
+        for i in range(flood)])
+    await until(lambda: rig.telemetry.errors_count("sync", "flooded") == flood - 64,
+                what="every refused command is counted")
+    await rec.await_for(lambda _m: len(rec.on("/cmd/result")) >= 64 + 10)
+    results = [m.json() for m in rec.on("/cmd/result")]
+    assert seen == [f"f{i}" for i in range(64)]
+    verdicts = [r for r in results if "error_code" not in r]
+    refused = [r for r in results if r.get("error_code") == "flooded"]
+    assert sorted(r["id"] for r in verdicts) == sorted(seen)
+    # Answered within the bad-input budget (10 a minute per code), in order, the rest counted.
+    assert [r["id"] for r in refused] == [f"f{i}" for i in range(64, 74)]
+    assert refused[0] == {**refused[0], "accepted": False, "point": "pump1/p1",
+                          "origin": "json/cmd", "client_token": "t64", "reason":
+                          "commands arrive faster than 0.001/s "
+                          "(sync.inbound_commands.per_second, burst 64)"}
+    rig.stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(rec.on("/cmd/result")) == 64 + 10

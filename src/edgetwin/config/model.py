@@ -256,6 +256,14 @@ class JsonSchemeConfig(Model):
         return prefix
 
 
+class InboundCommands(Model):
+    """How many commands the gateway takes from the broker; the rest are refused unread."""
+
+    per_second: float = Field(default=20.0, gt=0, le=10_000)  # sustained
+    # A whole message is admitted or refused: at least one full desired message (64 points).
+    burst: int = Field(default=128, ge=64, le=100_000)
+
+
 class SyncConfig(Model):
     """Northbound sync to an MQTT broker."""
 
@@ -266,6 +274,7 @@ class SyncConfig(Model):
     max_batch: int = Field(default=500, ge=1, le=10_000)
     max_delay: Seconds = 0.05
     max_inflight: int = Field(default=200, ge=1, le=10_000)  # unacknowledged QoS 1 publishes
+    inbound_commands: InboundCommands = InboundCommands()
 
     model_config = ConfigDict(populate_by_name=True)
 

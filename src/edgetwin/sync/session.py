@@ -26,7 +26,7 @@ import gc
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,12 @@ from edgetwin.core.types import (
     Verdict,
     asset_of,
 )
+from edgetwin.sync.admission import CommandGate
 from edgetwin.sync.jsontwin import (
     DesiredState,
     JsonTwinDecoder,
     JsonTwinEncoder,
+    RejectCode,
     Rejection,
     command_result,
     rejection_result,
@@ -126,6 +128,8 @@ class MqttSession:
         self._alive_changed = asyncio.Event()
         self._bad_told: dict[str, tuple[float, int]] = {}  # code -> (window start, count)
         self._handling: set[asyncio.Task[None]] = set()  # commands awaiting their verdict
+        self._gate = CommandGate(config.inbound_commands.per_second,
+                                 config.inbound_commands.burst)
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._settled = asyncio.Event()
@@ -468,8 +472,9 @@ class MqttSession:
             await self._bad_input(problem.code, topic, problem)
         if inbound.rebirth:
             self._rebirth.set()
-        for command in inbound.commands:
-            self._route(command)
+        if await self._admitted(topic, inbound.commands):
+            for command in inbound.commands:
+                self._route(command)
 
     async def _on_json_command(self, topic: str, payload: bytes, retained: bool) -> None:
         decoded = self.decoder.parse(topic, payload, time.time_ns(), retained=retained)
@@ -477,6 +482,8 @@ class MqttSession:
             if await self._bad_input(decoded.code.value, topic, decoded.message):
                 await self._outbox.put([rejection_result(decoded, time.time_ns())])
             return
+        if not await self._admitted(topic, decoded.commands):
+            return  # whole or nothing: the message's withdrawals do not happen either
         changed = {asset_of(p) for p in decoded.clears if self.desired.withdraw(p)}
         for command in decoded.commands:
             if command.origin is CommandOrigin.JSON_DESIRED:
@@ -484,6 +491,22 @@ class MqttSession:
                 changed.add(asset_of(command.point))
             self._route(command)
         self._mark_dirty(changed)
+
+    async def _admitted(self, topic: str, commands: Sequence[Command]) -> bool:
+        """Whether the gate lets a message's commands on; refused ones never reach the policy.
+
+        Refusals are answered (``error_code`` ``flooded``) within the bad-input budget only:
+        answering every command of a flood would be the flood the gate holds back.
+        """
+        why = self._gate.admit(len(commands), len(self._handling))
+        if why is None:
+            return True
+        if await self._bad_input(RejectCode.FLOODED.value, topic, why):
+            now = time.time_ns()
+            await self._outbox.put([rejection_result(Rejection(
+                RejectCode.FLOODED, why, command.origin, asset_of(command.point),
+                command.id, command.point, command.reply_to), now) for command in commands])
+        return False
 
     def _route(self, command: Command) -> None:
         """Hand a command to the policy without holding up the inbound stream."""

@@ -62,6 +62,8 @@ class RejectCode(enum.Enum):
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"  # wrong JSON type, non-finite number, bad format or length
     UNKNOWN_POINT = "unknown_point"
+    # Not the decoder's: the session's gate refused a decoded message (sync/admission.py).
+    FLOODED = "flooded"
 
 
 @dataclass(frozen=True, slots=True)
