@@ -84,6 +84,14 @@ def test_bad_fault_requests_are_refused(kind: str, target: str, message: str) ->
         sim.faults.add(kind, target)
 
 
+@pytest.mark.parametrize("code", [0x80000000, 0x00000000, 0x140000000, True, "0x40900000"])
+def test_an_uncertain_fault_takes_only_an_uncertain_status(code: object) -> None:
+    sim = Sim(seed=1)
+    with pytest.raises(FaultError, match="uncertain code must be an OPC UA Uncertain status"):
+        sim.faults.add("uncertain", "opcua", code=code)
+    assert sim.faults.add("uncertain", "opcua", code=0x40930000).params == {"code": 0x40930000}
+
+
 def test_write_log_records_accepted_and_refused_writes() -> None:
     """Every write is logged with its face, target, value and the PLC's verdict."""
     sim = Sim(seed=1)

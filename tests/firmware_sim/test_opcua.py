@@ -229,6 +229,32 @@ async def test_dropout_times_out_then_the_same_session_recovers(
         assert time.monotonic() - started < 0.3
 
 
+async def test_uncertain_serves_every_value_uncertain_until_it_ends(
+    sim: Sim, listening: dict[str, Any], client: Client
+) -> None:
+    """An uncertain fault: reads and written values carry its status; clearing it restores Good."""
+    temp = node(client, listening, "PumpSkid.Motor.Temperature")
+    setpoint = node(client, listening, "PumpSkid.Motor.SpeedSetpoint")
+
+    def read(variable: Node) -> Callable[[], Awaitable[ua.DataValue]]:
+        return lambda: variable.read_data_value(raise_on_bad_status=False)
+
+    assert (await read(temp)()).StatusCode.value == StatusCodes.Good
+    fault = sim.faults.add("uncertain", "opcua")
+    uncertain = await eventually(read(temp), lambda dv: not dv.StatusCode.is_good())
+    assert uncertain.StatusCode.value == StatusCodes.UncertainLastUsableValue
+    assert uncertain.Value.Value == pytest.approx(sim.signal("motor_temp"), abs=1.0)
+    await setpoint.write_value(1100.0)
+    written = await read(setpoint)()
+    assert (written.Value.Value, written.StatusCode.value) == (
+        1100.0, StatusCodes.UncertainLastUsableValue)
+    sim.faults.clear(fault.id)
+    await eventually(read(setpoint), lambda dv: dv.StatusCode.is_good())
+    sim.faults.add("uncertain", "opcua", code=StatusCodes.UncertainSensorNotAccurate)
+    await eventually(read(temp),
+                     lambda dv: dv.StatusCode.value == StatusCodes.UncertainSensorNotAccurate)
+
+
 async def test_reboot_and_disconnect_cut_connections(
     sim: Sim, listening: dict[str, Any]
 ) -> None:

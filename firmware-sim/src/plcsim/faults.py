@@ -18,6 +18,7 @@ Kinds and their parameters:
 | latency | face | delay_s, unit (optional) | every answer (for that unit id) is delayed |
 | disconnect | face | — | open connections are cut; new ones are accepted |
 | garbage | face | rate_hz, size | random bytes injected on a serial line |
+| uncertain | opcua | code (0x40900000) | values served with that Uncertain status |
 | reboot | * | — | registers reset, connections cut, no answers until it ends |
 | bearing | sensor | mode, severity, growth_per_s | a mechanical fault in the vibration model |
 
@@ -35,10 +36,10 @@ from typing import Any
 
 KINDS = frozenset({
     "stuck", "noise", "spikes", "drift", "dropout", "exception", "latency", "disconnect",
-    "garbage", "reboot", "bearing",
+    "garbage", "reboot", "bearing", "uncertain",
 })
 SIGNAL_KINDS = frozenset({"stuck", "noise", "spikes", "drift", "bearing"})
-FACE_KINDS = frozenset({"dropout", "exception", "latency", "disconnect", "garbage"})
+FACE_KINDS = frozenset({"dropout", "exception", "latency", "disconnect", "garbage", "uncertain"})
 
 
 class FaultError(ValueError):
@@ -92,6 +93,12 @@ class FaultSet:
         if kind in ("dropout", "latency") and unit is not None and (
                 isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit <= 255):
             raise FaultError(f"{kind} unit must be a unit id 0..255, not {unit!r}")
+        code = params.get("code")
+        if kind == "uncertain" and code is not None and (
+                isinstance(code, bool) or not isinstance(code, int)
+                or code >> 30 != 1 or code >= 2**32):
+            raise FaultError(f"uncertain code must be an OPC UA Uncertain status "
+                             f"(0x4xxxxxxx), not {code!r}")
         now = self._clock()
         fault = Fault(0, kind, target, dict(params), now,
                       None if duration_s is None else now + duration_s)

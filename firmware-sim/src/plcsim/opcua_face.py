@@ -57,6 +57,9 @@ Faults (face name ``opcua``):
   and subscriptions are lost, as on a real restart);
 - disconnect: open connections are closed; new ones are accepted;
 - latency: Read, Write and Call answers are delayed by ``delay_s`` (Browse and Publish not).
+- uncertain: every value of our namespace is served with an Uncertain status (``code``,
+  default UncertainLastUsableValue: an input card that doubts its reading), written values
+  included; within a tick of the fault ending they are Good again.
 
 asyncua builds its standard address space in ``Server.init``: about 1.5 s of CPU, so
 ``start`` takes that long (its shelf-file cache is slower still without a gdbm module).
@@ -209,9 +212,9 @@ def _status(code: int = StatusCodes.Good) -> ua.StatusCode:
     return ua.StatusCode(ua.UInt32(code))
 
 
-def _data_value(variant: ua.Variant) -> ua.DataValue:
+def _data_value(variant: ua.Variant, status: int = StatusCodes.Good) -> ua.DataValue:
     now = ua.DateTime.now(UTC)
-    return ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now)
+    return ua.DataValue(variant, _status(status), SourceTimestamp=now, ServerTimestamp=now)
 
 
 class _PlcAttributeService(AttributeService):
@@ -265,6 +268,7 @@ class OpcuaFace:
                         and (runs := sim.served.recorder(p.served_as)) is not None}
         self._last: dict[str, Any] = {}
         self._capture_counter = -1
+        self._status: int = StatusCodes.Good  # what the values are served with now
         self._frozen: list[asyncio.Transport] = []
         self._max_connections = 0
         self._refusing = False
@@ -420,6 +424,11 @@ class OpcuaFace:
         server = self._server
         if server is None:
             return
+        status = self._fault_status()
+        if status != self._status:  # every value again, with its new status
+            self._status = status
+            self._last.clear()
+            self._capture_counter = -1
         counter = self.sim.vibration.capture_counter
         for path, point in self._points.items():
             if path == CAPTURE:
@@ -431,7 +440,14 @@ class OpcuaFace:
                 continue
             self._last[path] = value
             await server.write_attribute_value(
-                self.node_id(path), _data_value(ua.Variant(value, point.vtype)))
+                self.node_id(path), _data_value(ua.Variant(value, point.vtype), status))
+
+    def _fault_status(self) -> int:
+        """The status an ``uncertain`` fault serves values with; Good without one."""
+        fault = self.sim.faults.first("uncertain", FACE)
+        if fault is None:
+            return StatusCodes.Good
+        return int(fault.params.get("code", StatusCodes.UncertainLastUsableValue))
 
     async def _serve(self) -> None:
         """After every tick (or ``tick_s`` when the sim is stepped by hand): faults, values."""
@@ -475,7 +491,7 @@ class OpcuaFace:
         self._last[point.node_path] = value
         if self._server is not None:
             await self._server.write_attribute_value(
-                item.NodeId, _data_value(ua.Variant(value, point.vtype)))
+                item.NodeId, _data_value(ua.Variant(value, point.vtype), self._fault_status()))
         return _status()
 
     async def _reset_trip(self, parent: ua.NodeId) -> ua.StatusCode | list[ua.Variant]:

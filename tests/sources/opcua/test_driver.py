@@ -242,6 +242,24 @@ async def test_write_setpoint_is_coerced_and_confirmed(
     assert isinstance(record.value, float)
 
 
+async def test_an_uncertain_read_back_does_not_confirm_a_write(
+    sim: Sim, face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
+) -> None:
+    """The server took the value but serves it Uncertain: ok=False, with what it read."""
+    points = [*skid_points(), {"id": SETPOINT, "node": "PumpSkid.Motor.SpeedSetpoint",
+                               "writable": True}]
+    source = OpcuaSource(make_config(face, points))
+    async with running(source, batches, health):
+        await health.wait_for("up")
+        sim.faults.add("uncertain", "opcua")
+        outcome = await source.write(SETPOINT, 1200)
+    assert (outcome.ok, outcome.read_back) == (False, 1200.0)
+    assert outcome.reason == (
+        f"opcua source 'line-opcua' ({face.endpoint}): write 'pump1/speed_setpoint' = 1200: "
+        "read-back 1200.0 is not Good: UncertainLastUsableValue (0x40900000)")
+    assert [r.accepted for r in sim.writes.query(face="opcua")] == [True]  # the PLC took it
+
+
 async def test_write_out_of_range_reports_bad_status(
     sim: Sim, face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
 ) -> None:

@@ -862,9 +862,15 @@ class OpcuaSource:
             return WriteOutcome(False, f"{prefix}: refused by the server: {status_text(code)}")
         (read,) = await session.client.uaclient.read_attributes([node_id], AttributeIds.Value)
         read_code = int(read.StatusCode.value) if read.StatusCode is not None else 0
-        if status_quality(read_code) is Quality.BAD:
-            return WriteOutcome(False, f"{prefix}: read-back failed: {status_text(read_code)}")
         read_back = read.Value.Value if read.Value is not None else None
+        quality = status_quality(read_code)
+        if quality is Quality.BAD:
+            return WriteOutcome(False, f"{prefix}: read-back failed: {status_text(read_code)}")
+        # Only a Good read-back confirms the write: Uncertain is the server doubting the value
+        # it holds, and the policy counts UNCERTAIN as unusable everywhere else too.
+        if quality is not Quality.GOOD:
+            return WriteOutcome(False, f"{prefix}: read-back {read_back!r} is not Good: "
+                                       f"{status_text(read_code)}", read_back)
         if read_back != coerced or type(read_back) is not type(coerced):
             return WriteOutcome(
                 False, f"{prefix}: read-back {read_back!r} != written {coerced!r}", read_back
