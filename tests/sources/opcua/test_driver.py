@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgetwin.core.types import Quality
+from edgetwin.core.types import Quality, WriteOutcome
 from edgetwin.sources.opcua import OpcuaSource
 from plcsim.opcua_face import OpcuaFace
 from plcsim.sim import Sim
@@ -226,16 +226,22 @@ async def test_cancellation_returns_promptly(
     sim.faults.clear()
 
 
-async def test_write_setpoint_is_coerced_and_confirmed(
-    sim: Sim, face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
-) -> None:
-    """An int written to the Double setpoint goes out as 1200.0, reads back, and is logged."""
+async def write_setpoint(face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth,
+                         value: float) -> WriteOutcome:
+    """Start a source with a writable speed setpoint, write ``value`` once, stop it."""
     points = [*skid_points(), {"id": SETPOINT, "node": "PumpSkid.Motor.SpeedSetpoint",
                                "writable": True}]
     source = OpcuaSource(make_config(face, points))
     async with running(source, batches, health):
         await health.wait_for("up")
-        outcome = await source.write(SETPOINT, 1200)
+        return await source.write(SETPOINT, value)
+
+
+async def test_write_setpoint_is_coerced_and_confirmed(
+    sim: Sim, face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
+) -> None:
+    """An int written to the Double setpoint goes out as 1200.0, reads back, and is logged."""
+    outcome = await write_setpoint(face, batches, health, 1200)
     assert (outcome.ok, outcome.reason, outcome.read_back) == (True, None, 1200.0)
     (record,) = sim.writes.query(face="opcua", name="speed_setpoint_rpm")
     assert (record.value, record.accepted) == (1200.0, True)
@@ -246,13 +252,8 @@ async def test_an_uncertain_read_back_does_not_confirm_a_write(
     sim: Sim, face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
 ) -> None:
     """The server took the value but serves it Uncertain: ok=False, with what it read."""
-    points = [*skid_points(), {"id": SETPOINT, "node": "PumpSkid.Motor.SpeedSetpoint",
-                               "writable": True}]
-    source = OpcuaSource(make_config(face, points))
-    async with running(source, batches, health):
-        await health.wait_for("up")
-        sim.faults.add("uncertain", "opcua")
-        outcome = await source.write(SETPOINT, 1200)
+    sim.faults.add("uncertain", "opcua")
+    outcome = await write_setpoint(face, batches, health, 1200)
     assert (outcome.ok, outcome.read_back) == (False, 1200.0)
     assert outcome.reason == (
         f"opcua source 'line-opcua' ({face.endpoint}): write 'pump1/speed_setpoint' = 1200: "
@@ -264,12 +265,7 @@ async def test_write_out_of_range_reports_bad_status(
     sim: Sim, face: OpcuaFace, batches: BatchRecorder, health: RecordingHealth
 ) -> None:
     """The PLC refuses 5000 rpm: ok=False with BadOutOfRange in the reason, no exception."""
-    points = [*skid_points(), {"id": SETPOINT, "node": "PumpSkid.Motor.SpeedSetpoint",
-                               "writable": True}]
-    source = OpcuaSource(make_config(face, points))
-    async with running(source, batches, health):
-        await health.wait_for("up")
-        outcome = await source.write(SETPOINT, 5000.0)
+    outcome = await write_setpoint(face, batches, health, 5000.0)
     assert not outcome.ok and outcome.reason is not None
     assert outcome.reason.startswith(
         f"opcua source 'line-opcua' ({face.endpoint}): write 'pump1/speed_setpoint' = 5000.0: "
