@@ -184,6 +184,22 @@ def test_point_scale_and_offset() -> None:
     assert encode_point(point(type="int16", scale=0.5, offset=-10), -11, ByteOrder.ABCD) == [0xFFFE]
 
 
+def test_a_scaled_integer_register_takes_whole_steps_only() -> None:
+    """Float arithmetic's error is a step still; half a step is refused, never rounded."""
+    level = point(type="uint16", scale=0.1)
+    assert encode_point(level, 15.3, ByteOrder.ABCD) == [153]  # 15.3 / 0.1 = 152.99999999999997
+    assert encode_point(level, 0.3, ByteOrder.ABCD) == [3]
+    with pytest.raises(ValueError, match=r"15.35 falls between two steps of the register "
+                                         r"\(scale 0.1, offset 0\): it holds 15.3 or 15.4"):
+        encode_point(level, 15.35, ByteOrder.ABCD)
+    temp = point(type="int16", scale=0.5, offset=-10)
+    assert encode_point(temp, -10.5, ByteOrder.ABCD) == [0xFFFF]
+    with pytest.raises(ValueError, match=r"it holds -10\.5 or -10, nothing between"):
+        encode_point(temp, -10.25, ByteOrder.ABCD)
+    assert encode_point(point(type="float32", scale=0.1), 15.35, ByteOrder.ABCD) == (
+        encode_point(point(type="float32"), 153.5, ByteOrder.ABCD))
+
+
 def test_point_byte_order_overrides_the_source_default() -> None:
     """A point's byte_order wins over the source's."""
     flow = point(type="float32", byte_order="CDAB")

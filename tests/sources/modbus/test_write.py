@@ -46,12 +46,13 @@ async def test_write_is_confirmed_by_read_back(
 async def test_device_refusal_and_bad_requests_are_outcomes_not_exceptions(
     modbus_sim: SimProcess, batches: Any, health: Any
 ) -> None:
-    """The PLC's refusal (exception 4), a wrong type, a read-only point: ok=False with why."""
+    """Exception 4, a wrong type, half a scaled step, a read-only point: ok=False with why."""
     source = ModbusSource(skid_config(modbus_sim.port, WRITABLE))
     async with running(source, batches, health):
         await batches.wait_for(every(Quality.GOOD))
         too_fast = await source.write("pump1/speed_setpoint", 5000)
         wrong_type = await source.write("pump1/run", 1.5)
+        between_steps = await source.write("pump1/valve", 42.55)  # scale 0.1: 42.5 or 42.6
         read_only = await source.write("pump1/motor_temp", 20.0)
         unknown = await source.write("pump9/x", 1)
         still_polling = await batches.wait_for(every(Quality.GOOD), after=len(batches.batches))
@@ -59,6 +60,11 @@ async def test_device_refusal_and_bad_requests_are_outcomes_not_exceptions(
     assert "exception 4 (server device failure)" in (too_fast.reason or "")
     assert not wrong_type.ok
     assert "takes true or false" in (wrong_type.reason or "")
+    assert not between_steps.ok
+    assert between_steps.reason == (
+        f"modbus source 'skid1' (tcp 127.0.0.1:{modbus_sim.port}, unit 1): pump1/valve: 42.55 "
+        "falls between two steps of the register (scale 0.1, offset 0): it holds 42.5 or 42.6, "
+        "nothing between")
     assert not read_only.ok
     assert "not writable" in (read_only.reason or "")
     assert not unknown.ok

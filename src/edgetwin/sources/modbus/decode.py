@@ -42,6 +42,10 @@ _STRUCT = {
 }
 _NUMPY = {dt: np.dtype(">" + code) for dt, code in _STRUCT.items()}
 _FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
+# How far from a whole step a scaled value may land on an integer register and still be that
+# step: float arithmetic errs far less (15.3 / 0.1 = 152.99999999999997), a real value
+# between two steps far more.
+_STEP_TOLERANCE = 1e-6
 
 
 _WIDEN = {
@@ -140,17 +144,29 @@ def scale_value(raw: Number, scale: float, offset: float) -> Number:
 
 
 def unscale_value(value: Number, scale: float, offset: float, data_type: DataType) -> Number:
-    """The raw value that ``scale_value`` maps to ``value``; integers are rounded.
+    """The raw value that ``scale_value`` maps to ``value``.
+
+    An integer register holds whole steps of ``scale``: a value between two steps is refused,
+    never rounded, so a write puts on the device exactly what was asked or nothing.
 
     Raises:
-        ValueError: the result is not finite.
+        ValueError: the result is not finite, or falls between two steps of an integer register.
     """
     if scale == 1 and offset == 0:
         return value
     raw = (value - offset) / scale
     if not math.isfinite(raw):
         raise ValueError(f"{value!r} with scale {scale} and offset {offset} is not finite")
-    return raw if data_type in _FLOATS else round(raw)
+    if data_type in _FLOATS:
+        return raw
+    steps = round(raw)
+    if abs(raw - steps) > _STEP_TOLERANCE + abs(raw) * 1e-12:  # beyond float rounding
+        below, above = math.floor(raw), math.ceil(raw)
+        raise ValueError(
+            f"{value!r} falls between two steps of the register (scale {scale:g}, offset "
+            f"{offset:g}): it holds {scale_value(below, scale, offset):.10g} or "
+            f"{scale_value(above, scale, offset):.10g}, nothing between")
+    return steps
 
 
 def decode_array(
@@ -268,7 +284,10 @@ def encode_point(
         return encode_string(value, point.width, point.byte_order or default_order)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{point.id}: {point.type.value} takes a number, not {value!r}")
-    raw = unscale_value(value, point.scale, point.offset, point.type)
+    try:
+        raw = unscale_value(value, point.scale, point.offset, point.type)
+    except ValueError as err:
+        raise ValueError(f"{point.id}: {err}") from None
     return encode_value(raw, point.type, point.byte_order or default_order)
 
 
@@ -318,5 +337,8 @@ def _encode_block(
         return [bool(v) for v in items]
     if any(isinstance(v, bool) or not isinstance(v, int | float) for v in items):
         raise ValueError(f"{point.id}: {point.type.value} values must be numbers")
-    raw = [unscale_value(v, point.scale, point.offset, point.type) for v in items]
+    try:
+        raw = [unscale_value(v, point.scale, point.offset, point.type) for v in items]
+    except ValueError as err:
+        raise ValueError(f"{point.id}: {err}") from None
     return encode_array(raw, point.type, point.byte_order or default_order)
