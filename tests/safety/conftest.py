@@ -6,6 +6,7 @@ Everything else (signatures, the replay store, the audit log) is the real thing 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -98,9 +99,12 @@ class Rig:
     records: list[Record] = field(default_factory=list)
     outcome: Callable[[str, Value], WriteOutcome] | None = None  # default: ok, read back
     policy: SafetyPolicy | None = None
+    hold: asyncio.Event | None = None  # when set up, a write waits for it (a slow device)
 
     async def writer(self, point: str, value: Value) -> WriteOutcome:
         self.writes.append((point, value))
+        if self.hold is not None:
+            await self.hold.wait()
         if self.outcome is not None:
             return self.outcome(point, value)
         self.twin[point] = PointState(value, self.clock.wall, Quality.GOOD, 99)

@@ -13,6 +13,7 @@ from edgetwin.safety.audit import (
     follow,
     read_tail,
     render,
+    tail_entries,
     verify_chain,
 )
 
@@ -92,6 +93,20 @@ def test_rotation_keeps_n_files_and_tail_reads_across_them(tmp_path: Path) -> No
     log = AuditLog(tmp_path, 64 * 1024, 2)
     assert log.append(entry(300))["seq"] == 301
     log.close()
+
+
+def test_tail_entries_reads_only_about_the_bytes_asked_for(tmp_path: Path) -> None:
+    """The newest entries in the last max_bytes, across a rotation, and no further back."""
+    log = AuditLog(tmp_path, 64 * 1024, 2)
+    written = [log.append({**entry(i), "pad": "x" * 900}) for i in range(300)]
+    log.close()
+    newest = (tmp_path / AUDIT_FILE).stat().st_size
+    tail = tail_entries(tmp_path, newest + 20 * 1024)  # the current file and ~20 more lines
+    seqs = [e["seq"] for e in tail]
+    assert seqs == [e["seq"] for e in written[-len(seqs):]]
+    assert newest // 1000 + 15 <= len(seqs) <= newest // 1000 + 25
+    assert [e["seq"] for e in tail_entries(tmp_path, 10**9)] == [
+        e["seq"] for e in written[-len(read_tail(tmp_path, 1000)):]]
 
 
 def test_follow_yields_new_entries_also_across_a_rotation(tmp_path: Path) -> None:

@@ -194,6 +194,7 @@ class Daemon:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 self._outbox_task = group.create_task(self.outbox.run(), name="outbox.commit")
+                await self.policy.hand_on_recovered()  # the last run's open commands
                 self._start_sync(self.config)
                 for source in self.config.sources:
                     self._start_source(source)

@@ -44,12 +44,12 @@ def _digest(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
-def _last_lines(path: Path) -> list[bytes]:
+def _last_lines(path: Path, chunk_bytes: int = _TAIL_CHUNK) -> list[bytes]:
     """The complete-or-torn lines in the last chunk of a file, oldest first (no newlines)."""
     try:
         with path.open("rb") as file:
             size = file.seek(0, os.SEEK_END)
-            start = max(0, size - _TAIL_CHUNK)
+            start = max(0, size - chunk_bytes)
             file.seek(start)
             chunk = file.read()
     except FileNotFoundError:
@@ -208,6 +208,25 @@ def read_tail(directory: Path, count: int) -> list[dict[str, Any]]:
         if len(collected) >= count:
             break
     return collected[-count:] if count > 0 else []
+
+
+def tail_entries(directory: Path, max_bytes: int) -> list[dict[str, Any]]:
+    """The readable entries in about the last ``max_bytes`` of the log, oldest first.
+
+    Reads no more than that from the disk, across a rotation; unreadable lines are left out.
+    """
+    collected: list[dict[str, Any]] = []
+    left = max_bytes
+    for path in _files_newest_first(directory):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue
+        collected[:0] = [e for e in map(_parse, _last_lines(path, left)) if e is not None]
+        left -= size
+        if left <= 0:
+            break
+    return collected
 
 
 def follow(directory: Path, poll_s: float = 0.5) -> Iterator[dict[str, Any]]:

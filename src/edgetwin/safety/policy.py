@@ -27,6 +27,9 @@ Invariants:
   steps 1, 6 and 7 held with no ``await`` in between: what was checked is the twin state
   at the moment of writing. Commands for one point are serialised; others proceed;
 - the writer is called at most once per command, with the coerced value, never retried;
+- a start closes each command the last run left between ``pending`` and verdict with an
+  ``interrupted`` verdict, and the rate limit counts the last minute's writes again (its
+  interrupted commands as writes): see ``recovery``;
 - anything unexpected (an unknown point, an unreadable value, a failed store, a bug in a
   check) denies; nothing here lets a command through by default.
 """
@@ -60,9 +63,14 @@ from edgetwin.core.types import (
     WriteOutcome,
     asset_of,
 )
-from edgetwin.safety.audit import AuditLog, audit_dir
+from edgetwin.safety.audit import AuditLog, audit_dir, tail_entries
 from edgetwin.safety.interlock import Interlock, InterlockError, parse_interlock
 from edgetwin.safety.readonly import read_readonly, write_readonly
+from edgetwin.safety.recovery import (
+    RECOVERY_TAIL_BYTES,
+    interrupted_verdict,
+    recover,
+)
 from edgetwin.safety.replay import Remembered, ReplayStore, freshness_problem
 from edgetwin.safety.rules import (
     Denial,
@@ -185,7 +193,9 @@ class SafetyPolicy:
             log.warning("Commands are read-only (local switch)", by=switch.by)
         self._disk_thread = ThreadPoolExecutor(1, thread_name_prefix="safety-disk")
         # At start-up, not with the first command: the disk thread, the ids that expired
-        # while the gateway was down, and a self-test of the signature check.
+        # while the gateway was down, what the last run left open, and a self-test of the
+        # signature check.
+        self._recovered: list[dict[str, Any]] = []  # interrupted verdicts to hand on
         try:
             self._disk_thread.submit(self._replay.purge, self._wall_ns() // 10**6).result()
         except sqlite3.Error as err:
@@ -193,10 +203,48 @@ class SafetyPolicy:
             self._audit.close()
             self._disk_thread.shutdown()
             raise StoreError(f"replay store {self._replay.path}: {err}") from err
+        self._disk_thread.submit(self._recover).result()
         self.verifier_fault: str | None = None
         self._self_tested = False
         if config.enabled:
             self._self_test()
+
+    def _recover(self) -> None:
+        """Close the commands the last run left open; count its last minute's writes again.
+
+        A log that cannot be read or appended to is logged, not fatal: the gateway starts,
+        and the next start tries again.
+        """
+        try:
+            entries = tail_entries(self._audit.directory, RECOVERY_TAIL_BYTES)
+        except OSError as err:
+            log.error("Audit log unreadable; the last run's open commands stay open",
+                      error=str(err))
+            return
+        recovered = recover(entries)
+        now_ms, now = self._wall_ns() // 10**6, self._monotonic()
+        for point, written_ms in recovered.writes:
+            age_s = max(0.0, (now_ms - written_ms) / 1000)  # a clock stepped back: now
+            if age_s < self._rate.window_s:
+                self._rate.record(point, now - age_s)
+        for pending in recovered.interrupted:
+            try:
+                entry = self._audit.append(interrupted_verdict(pending, now_ms))
+            except StoreError as err:
+                log.error("Interrupted command not closed in the audit log", error=str(err),
+                          command=pending.get("id"))
+                return
+            self.counts["interrupted"] += 1
+            log.warning("Command interrupted by the last stop; the device may or may not "
+                        "hold its value", command=entry["id"], point=entry["point"],
+                        value=entry["value"], pending_since_ms=pending["ts"])
+            self._recovered.append(entry)
+
+    async def hand_on_recovered(self) -> None:
+        """Hand the interrupted verdicts found at start-up to ``on_audit``, once it runs."""
+        recovered, self._recovered = self._recovered, []
+        for entry in recovered:
+            await self._hand_on(entry)
 
     def _self_test(self) -> None:
         """Prove the signature check before the first command that needs it, once per process."""

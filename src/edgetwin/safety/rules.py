@@ -201,7 +201,7 @@ class RateLimiter:
     """Writes per point in a sliding window, on the monotonic clock.
 
     ``allows`` only looks; ``record`` counts a write. Memory per point is bounded by the
-    limit. Not persisted: after a restart every point starts with an empty window.
+    limit. A starting policy records the last minute's writes again from its audit log.
     """
 
     def __init__(self, per_window: int, window_s: float = 60.0) -> None:
