@@ -11,12 +11,13 @@ import aiomqtt
 import pytest
 from hil.harness.proxy import LinkProxy
 
-from edgetwin.config.model import BufferConfig, InboundCommands, MqttConfig, SyncConfig
+from edgetwin.config.model import BufferConfig, InboundCommands, MqttConfig, Scheme, SyncConfig
 from edgetwin.core.tasks import cancel_and_wait
 from edgetwin.core.types import Command, PointSpec, Quality, Sample, Verdict
 from edgetwin.outbox import DurableOutbox
 from edgetwin.sync import MqttSession
 from edgetwin.sync import session as session_module
+from edgetwin.sync.sparkplug.node import BDSEQ_FILE, EdgeNode
 from edgetwin.telemetry import Telemetry
 from edgetwin.twin import TwinStore
 from tests.helpers.mqtt import Received, Recorder, publish_many, publish_once
@@ -305,3 +306,26 @@ async def test_a_command_flood_is_refused_before_the_policy_and_answered_within_
     rig.stop.set()
     await asyncio.wait_for(task, 5)
     assert len(rec.on("/cmd/result")) == 64 + 10
+
+
+async def test_a_bdseq_that_cannot_be_stored_is_reported_as_such_and_the_node_connects(
+    broker: Broker, make_rig: Callable[[int], Rig], recorder_factory: Callable[..., Recorder],
+    tmp_path: Path,
+) -> None:
+    """Not a broker problem: counted as bdseq_store, and the node goes online regardless."""
+    rig = make_rig(broker.port)
+    config = rig.session._config.model_copy(update={"schemes": (Scheme.SPARKPLUG,)})
+    state = tmp_path / "spb"
+    state.mkdir()
+    rig.session = MqttSession(config, "gw1", rig.outbox, rig.twin, rig.telemetry, group="g",
+                              state_dir=state, points=list(SPECS))
+    (state / BDSEQ_FILE).mkdir()  # a directory where the file belongs: every write fails
+    rec = recorder_factory("spBv1.0/g/#")
+    task = asyncio.create_task(rig.session.run(rig.stop, drain_s=2.0))
+    nbirth = await rec.await_for(lambda m: "/NBIRTH/" in m.topic)
+    assert next(m.long_value for m in EdgeNode.decode(nbirth.payload).metrics
+                if m.name == "bdSeq") == 0
+    assert rig.telemetry.errors_count("sync", "bdseq_store") == 1
+    assert rig.telemetry.errors_count("sync", "connect_failed") == 0
+    rig.stop.set()
+    await asyncio.wait_for(task, 5)

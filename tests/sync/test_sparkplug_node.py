@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgetwin.core.types import CommandOrigin, Delta, PointSpec, PointState, Quality, Sample
-from edgetwin.sync.sparkplug.node import BDSEQ, REBIRTH, BadCommand, EdgeNode
+from edgetwin.sync.sparkplug.node import BDSEQ, BDSEQ_FILE, REBIRTH, BadCommand, EdgeNode
 from edgetwin.sync.sparkplug.sparkplug_b_pb2 import Payload
 from edgetwin.sync.sparkplug.values import DataType, get_value, set_value
 from edgetwin.twin import TwinStore
@@ -108,6 +108,13 @@ def test_bdseq_grows_per_connect_and_survives_a_restart(tmp_path: Path) -> None:
     again = EdgeNode("plant", "gw1", POINTS, twin, tmp_path)
     assert first == [0, 1, 2]
     assert metric(decode(again.next_will().payload), BDSEQ).long_value == 3
+
+
+def test_an_unreadable_bdseq_file_starts_the_node_from_zero(tmp_path: Path) -> None:
+    """Not a crash at start-up: a node whose bdSeq cannot be read starts as a new one."""
+    (tmp_path / BDSEQ_FILE).mkdir()
+    node, _twin = make(tmp_path)
+    assert node.bdseq == 255  # the first CONNECT takes 0
 
 
 def test_bdseq_is_kept_on_a_full_disk(tmp_path: Path) -> None:

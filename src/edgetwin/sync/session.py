@@ -221,7 +221,7 @@ class MqttSession:
         A frame of its own, so that the client is no longer referenced once it is gone.
         """
         password = self._read_password()
-        will = self.node.next_will() if self.node else self._status(online=False)
+        will = self._next_will()
         async with _connected(self._client(password, will, self._client_id)) as client, \
                 self._status_link(password):
             await self._on_connect(client)
@@ -232,6 +232,20 @@ class MqttSession:
             self._outbox.confirm_sent()  # a clean close: QoS 0 writes arrived
             self._set_connected(False, None)
             log.info("Broker session closed", broker=self.broker)
+
+    def _next_will(self) -> MqttMessage:
+        """The Will of the next CONNECT: the NDEATH with a new bdSeq, or the offline status."""
+        if self.node is None:
+            return self._status(online=False)
+        try:
+            return self.node.next_will()
+        except OSError as err:
+            # Connect with the bdSeq in memory: keeping the node off the broker would lose
+            # more than a bdSeq that a restart may use once more.
+            self._telemetry.emit_error("sync", "bdseq_store", "session", err,
+                                       message="Sparkplug bdSeq not stored; connecting anyway",
+                                       bdseq=self.node.bdseq)
+            return self.node.death_certificate()
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """A clean stop: last snapshots and the death certificates the Wills stand for."""

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 from edgetwin import __version__
 from edgetwin.core.counter import overwrite_in_place
 from edgetwin.core.ports import TwinView
@@ -37,6 +39,8 @@ from edgetwin.sync.sparkplug.values import (
     set_quality,
     set_value,
 )
+
+log = structlog.get_logger("edgetwin.sync")
 
 NAMESPACE = "spBv1.0"
 REBIRTH = "Node Control/Rebirth"
@@ -326,6 +330,10 @@ class EdgeNode:
             return int(self._bdseq_path.read_text().strip()) % 256
         except (FileNotFoundError, ValueError):
             return 255  # the first CONNECT then uses 0, as the specification starts
+        except OSError as err:  # unreadable: start as a new node would, and say so
+            log.error("Sparkplug bdSeq unreadable; starting from 0", path=str(self._bdseq_path),
+                      error=str(err))
+            return 255
 
     @staticmethod
     def decode(raw: bytes) -> Payload:
