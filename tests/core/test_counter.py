@@ -4,6 +4,7 @@ import pytest
 
 from edgetwin.core.backoff import Backoff
 from edgetwin.core.counter import ReservedCounter
+from tests.helpers.mounts import fill, mount_tmpfs, unmount
 
 
 def test_counter_grows_across_reopen_without_clean_close(tmp_path: Path) -> None:
@@ -23,6 +24,24 @@ def test_counter_writes_once_per_block(tmp_path: Path) -> None:
     for _ in range(50):
         counter.next()
     assert path.read_text() == ceiling
+
+
+def test_counter_reserves_its_next_block_on_a_full_disk(tmp_path: Path) -> None:
+    """A real 64 KiB tmpfs, filled up: the next block is still reserved and survives."""
+    state = tmp_path / "state"
+    mount_tmpfs(state, 64)
+    try:
+        path = state / "seq"
+        (state / "old-format").write_text("5\n")  # a ceiling file of an older release
+        ReservedCounter(state / "old-format", block=10)
+        counter = ReservedCounter(path, block=10)
+        fill(state)
+        issued = [counter.next() for _ in range(25)]  # two more blocks reserved
+        assert issued == list(range(1, 26))
+        assert ReservedCounter(path, block=10).next() > 25
+        assert int((state / "old-format").read_text()) == 15
+    finally:
+        unmount(state)
 
 
 def test_counter_respects_floor(tmp_path: Path) -> None:

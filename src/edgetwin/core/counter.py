@@ -69,7 +69,8 @@ class ReservedCounter:
         except FileNotFoundError:
             pass
         except ValueError as err:
-            # A torn ceiling file cannot happen with write_atomically; refuse rather than reuse.
+            # A torn ceiling file cannot happen (one sector overwritten, or a rename); refuse
+            # rather than reuse.
             msg = f"counter file {path} is corrupt: {err}"
             raise OSError(msg) from err
         self._last = max(stored, floor)
@@ -90,5 +91,7 @@ class ReservedCounter:
         return value
 
     def _reserve(self, ceiling: int) -> None:
-        write_atomically(self._path, f"{ceiling}\n".encode("ascii"))
+        # Fixed width, overwritten in place: reserving the next block must work on a full
+        # disk, or the twin and the outbox would stop there.
+        overwrite_in_place(self._path, f"{ceiling:020d}\n".encode("ascii"))
         self._ceiling = ceiling
