@@ -7,6 +7,7 @@ Everything else (signatures, the replay store, the audit log) is the real thing 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from edgetwin.core.types import (
 )
 from edgetwin.safety import SafetyPolicy, generate_keypair, load_private_key
 from edgetwin.safety.signing import signed_cmd_payload
+from tests.helpers.waiting import until
 
 START_NS = 1_763_770_000_000 * 10**6  # a fixed wall time (2025-11-22) for the fake clock
 
@@ -176,6 +178,19 @@ def skid_twin() -> dict[str, PointState]:
         "pump1/motor_temp": good(60.5), "tank1/level": good(50.0),
         "pump1/counter": good(7), "pump1/loose": good(1),
     }
+
+
+async def crash_while_writing(rig: Rig, point: str, value: Value,
+                              crashed: Path) -> asyncio.Task[Verdict]:
+    """Copy the state directory as a kill -9 leaves it while ``point`` is being written.
+
+    Returns the command's task, its write still held: set ``rig.hold`` to let it finish.
+    """
+    rig.hold = asyncio.Event()
+    writing = asyncio.create_task(rig.send(point, value))
+    await until(lambda: rig.writes != [], what="the write reaches the device")
+    shutil.copytree(rig.state_dir, crashed)  # the pending entry is synced before the write
+    return writing
 
 
 @pytest.fixture

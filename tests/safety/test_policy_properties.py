@@ -287,14 +287,19 @@ def test_sequential_verdicts_match_the_model(keys: Keys, world: World, data: st.
         asyncio.run(_sequential(make_rig(keys, Path(folder), world), world, stream))
 
 
-async def _sequential(rig: Rig, world: World, stream: list[Step]) -> None:
+def simulated_device(rig: Rig) -> Callable[[str, Any], WriteOutcome]:
+    """A device that refuses REFUSED_BY_DEVICE and otherwise takes the value into the twin."""
     def device(point: str, value: Any) -> WriteOutcome:
         if value == REFUSED_BY_DEVICE and not isinstance(value, bool):
             return WriteOutcome(False, "refused")
         rig.twin[point] = PointState(value, rig.clock.wall, Quality.GOOD, 9)
         return WriteOutcome(True, None, value)
 
-    rig.outcome = device
+    return device
+
+
+async def _sequential(rig: Rig, world: World, stream: list[Step]) -> None:
+    rig.outcome = simulated_device(rig)
     policy = rig.open()
     sent: list[tuple[Command, Step]] = []
     seen: dict[str, int] = {}  # id -> ms until which it is remembered

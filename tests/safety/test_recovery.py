@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from pathlib import Path
 from typing import Any
 
 from edgetwin.safety import audit_dir, read_tail, verify_chain
 from edgetwin.safety.recovery import recover
-from tests.helpers.waiting import until
-from tests.safety.conftest import SKID_RULES, Keys, Rig, commands_config, skid_twin
+from tests.safety.conftest import (
+    SKID_RULES,
+    Keys,
+    Rig,
+    commands_config,
+    crash_while_writing,
+    skid_twin,
+)
 
 SETPOINT = "pump1/speed_setpoint"
+HEAD = {"point": "a/b", "origin": "json/cmd", "op": "operate"}
 
 
 def one_write_a_minute(keys: Keys) -> Any:
@@ -22,11 +27,8 @@ def one_write_a_minute(keys: Keys) -> Any:
 async def test_a_command_cut_off_by_a_crash_is_closed_at_the_next_start(
         rig: Rig, keys: Keys, tmp_path: Path) -> None:
     """Killed while the device was being written: the next start says so, and counts it."""
-    rig.hold = asyncio.Event()
-    writing = asyncio.create_task(rig.send(SETPOINT, 1500))
-    await until(lambda: rig.writes != [], what="the write reaches the device")
     crashed = tmp_path / "crashed"
-    shutil.copytree(rig.state_dir, crashed)  # the disk as a kill -9 leaves it right now
+    writing = await crash_while_writing(rig, SETPOINT, 1500, crashed)
     [pending] = read_tail(audit_dir(crashed), 1)
     assert pending["event"] == "pending"
 
@@ -55,6 +57,7 @@ async def test_a_command_cut_off_by_a_crash_is_closed_at_the_next_start(
         assert (await after.send(SETPOINT, 1550)).accepted
     finally:
         await after.close()
+        assert rig.hold is not None
         rig.hold.set()
         await writing
 
@@ -87,13 +90,14 @@ def test_recover_reads_open_commands_and_writes_from_any_tail() -> None:
     """Torn, foreign or half entries are skipped; a denial before the write is not a write."""
     entries: list[dict[str, Any]] = [
         {"event": "verdict", "id": "old", "point": "a/b", "written_ms": 100},
-        {"event": "pending", "id": "done", "point": "a/b", "ts": 200},
+        {"event": "pending", "id": "done", "ts": 200, **HEAD},
         {"event": "readonly", "ts": 250},
-        {"event": "pending", "id": "open", "point": "a/c", "ts": 300},
+        {"event": "pending", "id": "open", "ts": 300, **HEAD, "point": "a/c"},
         {"event": "verdict", "id": "done", "point": "a/b", "written_ms": 210},
-        {"event": "pending", "id": "denied-late", "point": "a/b", "ts": 400},
+        {"event": "pending", "id": "denied-late", "ts": 400, **HEAD},
         {"event": "verdict", "id": "denied-late", "point": "a/b", "written_ms": None},
-        {"event": "pending", "id": "no-time", "point": "a/b"},
+        {"event": "pending", "id": "no-time", **HEAD},
+        {"event": "pending", "id": "no-origin", "ts": 500, "point": "a/b", "op": "operate"},
         {"event": "unreadable", "raw": "{\"event\":\"pend"},
     ]
     recovered = recover(entries)

@@ -3,6 +3,7 @@
 import functools
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from edgetwin.sync.jsontwin import (
     command_result,
     rejection_result,
 )
+from edgetwin.sync.session import MAX_INBOUND_BYTES
+from edgetwin.sync.sparkplug.host import PrimaryHost
+from edgetwin.sync.sparkplug.node import BadCommand
 from tests.sync.test_jsontwin_inbound import CMD, DESIRED, NOW_NS, POINTS, SIG
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -135,13 +139,7 @@ def test_outbox_alarms_match_their_schema(active: bool) -> None:
     published("alarms", ENC.entry(OutboxEntry(3, record, historical=active)).payload)
 
 
-@given(st.dictionaries(st.text().filter(lambda k: k not in ("ts", "asset", "hist")),
-                       values.filter(lambda v: v == v and v not in (float("inf"),
-                                                                   float("-inf"))),
-                       max_size=4))
-def test_audit_records_match_the_minimal_schema(body: dict[str, Any]) -> None:
-    """Until issue 8 fixes its fields, any audit body within the envelope is valid."""
-    published("audit", ENC.record(4, Record(RecordKind.AUDIT, "pump1", 1, body)).payload)
+# The audit entries of a real safety policy are checked in tests/safety/test_audit_schema.py.
 
 
 def test_an_audit_entry_keeps_its_chain_number_apart_from_the_message_seq() -> None:
@@ -150,12 +148,78 @@ def test_an_audit_entry_keeps_its_chain_number_apart_from_the_message_seq() -> N
     The HIL bench found it: audit record 1 went out with the seq of delta 1, and a consumer
     dropping duplicates by seq would have dropped one of the two.
     """
-    entry = {"seq": 1, "ts": 5, "id": "c1", "decision": "denied", "prev": "00"}
-    doc = json.loads(ENC.record(1024, Record(RecordKind.AUDIT, "pump1", 5_000_000,
-                                             entry)).payload)
+    entry = {"seq": 1, "ts": 5, "event": "readonly", "readonly": True, "by": "signal SIGUSR2",
+             "prev": None}  # the first line of a log, as AuditLog.append returns it
+    doc = json.loads(ENC.record(1024, Record(RecordKind.AUDIT, "", 5_000_000, entry)).payload)
     assert doc["seq"] == 1024
     assert doc["entry_seq"] == 1
+    assert doc["prev"] is None
     published("audit", json.dumps(doc).encode())
+
+
+def _refused(code: str, topic: str, err: BaseException | str) -> Record:
+    """The record of a refused inbound message, built as ``Session._bad_input`` builds it."""
+    return Record(RecordKind.AUDIT, "", time.time_ns(), {
+        "event": "inbound_refused", "code": code, "topic": topic, "detail": str(err),
+    })
+
+
+def _rejected(topic: str, doc: object) -> Record:
+    rejection = _parse(topic, doc)
+    assert isinstance(rejection, Rejection)
+    return _refused(rejection.code.value, topic, rejection.message)
+
+
+def _bad_host_state() -> Record:
+    host = PrimaryHost("scada1")
+    with pytest.raises(ValueError, match="STATE from scada1") as raised:
+        host.update(b'{"online": "yes"}')
+    return _refused("bad_state", host.topic, raised.value)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _rejected(DESIRED, {"state": {"speed_setpoint": 1450}, "expire_at": 1}),
+    lambda: _rejected(CMD, ["not", "an", "object"]),
+    lambda: _refused("too_large", CMD, f"{MAX_INBOUND_BYTES + 1} bytes (limit "
+                                       f"{MAX_INBOUND_BYTES})"),
+    lambda: _refused("malformed_payload", "spBv1.0/plant1/NCMD/gw1",
+                     BadCommand("malformed_payload", "NCMD is not a Sparkplug payload: "
+                                                     "Error parsing message")),
+    _bad_host_state,
+    lambda: _refused("flooded", CMD, "commands arrive faster than 20/s "
+                                     "(sync.inbound_commands.per_second, burst 128)"),
+])
+def test_refused_inbound_messages_match_the_audit_schema(make: Any) -> None:
+    """What the session audits about refused input is a valid audit.json inbound_refused."""
+    for historical in (False, True):
+        published("audit", ENC.entry(OutboxEntry(7, make(), historical)).payload)
+
+
+def _example(event: str, code: str | None = None) -> dict[str, Any]:
+    return next(dict(e) for e in schema("audit")["examples"]
+                if e["event"] == event and code in (None, e.get("code")))
+
+
+@pytest.mark.parametrize(("doc", "error"), [
+    ({k: v for k, v in _example("verdict").items() if k != "code"},
+     "'code' is a required property"),
+    (_example("verdict") | {"event": "decision"}, "'decision' is not one of"),
+    ({k: v for k, v in _example("readonly").items() if k != "event"},
+     "'event' is a required property"),
+    (_example("verdict", "interlock") | {"code": "accepted"}, "should not be valid under"),
+    (_example("verdict") | {"code": "waved_through"}, "'waved_through' is not one of"),
+    (_example("verdict", "interrupted") | {"received_ms": 1}, "None was expected"),
+    (_example("pending") | {"decision": "denied"}, "('decision' was unexpected)"),
+    ({k: v for k, v in _example("pending").items() if k != "prev"},
+     "'prev' is a required property"),
+    (_example("inbound_refused") | {"entry_seq": 3}, "('entry_seq' was unexpected)"),
+    (_example("readonly") | {"asset": "pump1"}, "'' was expected"),
+])
+def test_audit_schema_refuses_what_the_gateway_never_sends(doc: dict[str, Any],
+                                                           error: str) -> None:
+    """The schema is tight, and each of these fails for its own reason, not another one's."""
+    messages = [e.message for e in validator("audit").iter_errors(doc)]
+    assert any(error in m for m in messages), messages
 
 
 commands = st.builds(

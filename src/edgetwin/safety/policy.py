@@ -301,7 +301,7 @@ class SafetyPolicy:
     async def set_readonly(self, on: bool, *, by: str) -> None:
         """Turn the switch on or off, persist it, and audit the change.
 
-        ``by`` says who, e.g. ``"signal SIGUSR1"`` or ``"edgetwin readonly on"``.
+        ``by`` says who, e.g. ``"signal SIGUSR2"`` or ``"edgetwin readonly on"``.
 
         Raises:
             StoreError: the switch could not be stored; it is ON in memory then when ``on``

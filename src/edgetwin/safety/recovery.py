@@ -35,7 +35,8 @@ def recover(entries: Sequence[dict[str, Any]]) -> Recovered:
     decided = {e.get("id") for e in entries if e.get("event") == "verdict"}
     interrupted = [e for e in entries
                    if e.get("event") == "pending" and e.get("id") not in decided
-                   and isinstance(e.get("point"), str) and isinstance(e.get("ts"), int)]
+                   and all(isinstance(e.get(f), str) for f in ("id", "point", "origin", "op"))
+                   and isinstance(e.get("ts"), int)]  # a damaged entry is not a command
     writes = [(e["point"], e["written_ms"]) for e in entries
               if e.get("event") == "verdict" and isinstance(e.get("point"), str)
               and isinstance(e.get("written_ms"), int)]
