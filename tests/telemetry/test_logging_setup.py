@@ -118,6 +118,9 @@ def test_pymodbus_warnings_are_left_to_the_driver() -> None:
     stream = io.StringIO()
     configure_logging(fmt="json", stream=stream, environ={"INVOCATION_ID": "x"})
     logging.getLogger("pymodbus.logging").warning("Failed to connect")
+    logging.getLogger("pymodbus.logging").error(  # what a PLC reboot gives, per request
+        "No response received after 0 retries, continue with next request\n"
+        ">>>>> send: 0x0 0x4 0x0 0x0 0x0 0x6 0x1 0x3 0x0 0x0 0x0 0x2")
     logging.getLogger("pymodbus.logging").error("Unexpected frame")
 
     (line,) = _lines(stream)

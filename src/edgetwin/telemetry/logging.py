@@ -24,6 +24,14 @@ _saved_root_level: int | None = None
 class _EdgetwinHandler(logging.StreamHandler[TextIO]):
     """Marks the one root handler we own, so a second configure call can replace it."""
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        # pymodbus logs every unanswered request at ERROR with a hex dump (a PLC reboot:
+        # one per request); the Modbus driver reports that outage once, with its source.
+        if record.name.startswith("pymodbus") and str(record.msg).startswith(
+                "No response received"):
+            return False
+        return super().filter(record)
+
 
 def under_systemd(environ: Mapping[str, str] | None = None) -> bool:
     """Whether this process runs as a systemd service (journald collects stdout).
