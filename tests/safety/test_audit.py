@@ -126,6 +126,9 @@ def test_render_is_one_readable_line() -> None:
     line = render({**entry(1), "seq": 7})
     assert line == ("2025-11-22T00:06:40.001Z #7 DENIED a/b=1 op=operate id=c1 key=ops "
                     "origin=None [out_of_range] r1")
+    failed = render({**entry(2), "accepted": False, "code": "interrupted",
+                     "reason": "failed: the gateway stopped"})
+    assert " FAILED a/b=2 " in failed  # the policy allowed it; the device did not confirm
     assert "READONLY ON by test" in render({"seq": 1, "ts": 0, "event": "readonly",
                                             "readonly": True, "by": "test"})
     assert render({"event": "unreadable", "raw": "x"}).startswith("- #- UNREADABLE")

@@ -12,7 +12,10 @@ import pytest
 
 from edgetwin.core.types import Command, CommandOrigin
 from edgetwin.daemon.cli import main
+from edgetwin.safety import audit_dir
+from edgetwin.safety.audit import AuditLog
 from edgetwin.safety.signing import KeyRing
+from tests.config.test_loader import MINIMAL
 
 
 def test_keygen_then_sign_gives_a_payload_the_keyring_accepts(
@@ -65,3 +68,28 @@ def test_cli_runs_as_a_command(tmp_path: Path) -> None:
                              "--value", "1"], capture_output=True, text=True, timeout=60,
                             check=False)
     assert json.loads(signed.stdout)["key_id"] == "k"
+
+
+def test_audit_verify_says_whether_the_chain_is_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 0 over an intact log, 65 with the broken line named once a line was edited."""
+    state = tmp_path / "state"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(MINIMAL.replace("/tmp/x", str(state)))
+    log = AuditLog(audit_dir(state), 1 << 20, 3)
+    for i in range(1, 4):
+        log.append({"ts": 1_763_770_000_000 + i, "event": "readonly", "readonly": i % 2 == 1,
+                    "by": "test"})
+    log.close()
+    assert main(["audit", "verify", "-c", str(config)]) == 0
+    assert capsys.readouterr().out.endswith(
+        "the chain is whole over 3 entries in 1 file(s) (seq 1..3)\n")
+    path = audit_dir(state) / "audit.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + lines[1].replace(b'"readonly":false', b'"readonly":true')
+                     + lines[2])
+    assert main(["audit", "verify", "-c", str(config)]) == 65
+    out = capsys.readouterr().out
+    assert out.startswith("BROKEN audit.jsonl:3: does not chain to the line before\n")
+    assert "1 break(s) in the chain over 3 entries" in out

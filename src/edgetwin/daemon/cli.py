@@ -30,6 +30,7 @@ from edgetwin.telemetry import configure_logging, fetch_json
 
 EX_OK = 0
 EX_INVALID = 2  # check-config: the file has problems
+EX_DATAERR = 65  # audit verify: the hash chain is broken
 EX_UNAVAILABLE = 69  # status: no daemon answers
 EX_CANTCREAT = 73  # run: the state directory cannot be opened
 EX_CONFIG = 78  # run: invalid config; the unit's RestartPreventExitStatus=78 stops a loop
@@ -183,6 +184,23 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
                 print(json.dumps(entry) if args.json else render(entry), flush=True)
         except KeyboardInterrupt:
             return EX_OK
+    return EX_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Check the audit log's hash chain: every line kept chains to the one before it."""
+    from edgetwin.safety import audit_dir, verify_chain
+    from edgetwin.safety.audit import chain_summary
+
+    folder = audit_dir(_state_dir(args.config))
+    breaks = verify_chain(folder)
+    summary = chain_summary(folder)
+    for problem in breaks:
+        print(f"BROKEN {problem}")
+    if breaks:
+        print(f"audit log {folder}: {len(breaks)} break(s) in the chain over {summary}")
+        return EX_DATAERR
+    print(f"audit log {folder}: the chain is whole over {summary}")
     return EX_OK
 
 
@@ -373,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
     tail.add_argument("--json", action="store_true")
     tail.set_defaults(func=cmd_audit_tail)
+    verify = audits.add_parser(
+        "verify", help="check the hash chain (exit 65 when a line was edited or removed)")
+    verify.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG)
+    verify.set_defaults(func=cmd_audit_verify)
 
     buffer = sub.add_parser("buffer", help="look into the store-and-forward queue")
     buffers = buffer.add_subparsers(dest="action", required=True)

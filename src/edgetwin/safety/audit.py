@@ -317,6 +317,26 @@ def verify_chain(directory: Path) -> list[str]:
     return problems
 
 
+def chain_summary(directory: Path) -> str:
+    """What ``verify_chain`` went over, for people: entries, files, first and last seq."""
+    entries = files = 0
+    seqs: list[int] = []
+    for path in _files_newest_first(directory):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        files += 1
+        lines = data.split(b"\n")[:-1]
+        entries += len(lines)
+        for line in (lines[0], lines[-1]) if lines else ():
+            entry = _parse(line)
+            if entry is not None and isinstance(entry.get("seq"), int):
+                seqs.append(entry["seq"])
+    span = f" (seq {min(seqs)}..{max(seqs)})" if seqs else ""
+    return f"{entries} entries in {files} file(s){span}"
+
+
 def render(entry: Mapping[str, Any]) -> str:
     """One entry as a line for people."""
     ts = entry.get("ts")
@@ -324,7 +344,9 @@ def render(entry: Mapping[str, Any]) -> str:
             .replace("+00:00", "Z") if isinstance(ts, int | float) else "-")
     event = entry.get("event", "?")
     if event == "verdict":
-        outcome = "ACCEPTED" if entry.get("accepted") else "DENIED"
+        reason = str(entry.get("reason") or "")
+        outcome = ("ACCEPTED" if entry.get("accepted")
+                   else "FAILED" if reason.startswith("failed:") else "DENIED")
         value = json.dumps(entry.get("value"), ensure_ascii=False)
         return (f"{when} #{entry.get('seq')} {outcome} {entry.get('point')}={value} "
                 f"op={entry.get('op')} id={entry.get('id')} key={entry.get('key_id')} "
