@@ -1,12 +1,16 @@
-"""What a policy does at start-up with the end of the last run's audit log."""
+"""Commands a stop or a crash cut off, and what a start does with the end of the audit log."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edgetwin.safety import audit_dir, read_tail, verify_chain
 from edgetwin.safety.recovery import recover
+from tests.helpers.waiting import until
 from tests.safety.conftest import (
     SKID_RULES,
     Keys,
@@ -66,6 +70,25 @@ async def test_a_command_cut_off_by_a_crash_is_closed_at_the_next_start(
     await again.close()
     codes = [e.get("code") for e in read_tail(audit_dir(crashed), 100)]
     assert codes.count("interrupted") == 1  # closed once, not at every start
+
+
+async def test_a_command_cancelled_by_a_stop_gets_its_verdict_at_once(
+        rig: Rig, keys: Keys) -> None:
+    """The session cancels commands at a stop: the verdict goes to disk before the task ends."""
+    rig.hold = asyncio.Event()
+    writing = asyncio.create_task(rig.send(SETPOINT, 1500))
+    await until(lambda: rig.writes != [], what="the write reaches the device")
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    pending, closed = read_tail(audit_dir(rig.state_dir), 2)
+    assert (pending["event"], closed["event"], closed["code"], closed["id"]) == (
+        "pending", "verdict", "interrupted", pending["id"])
+    assert [r.body["event"] for r in rig.records] == ["pending", "verdict"]  # on the broker too
+    await rig.close()
+    rig.open()  # nothing left open for the next start to close
+    assert [e.get("code") for e in read_tail(audit_dir(rig.state_dir), 10)].count(
+        "interrupted") == 1
 
 
 async def test_a_restart_keeps_the_rate_limit_window(rig: Rig, keys: Keys) -> None:

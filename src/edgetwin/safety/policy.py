@@ -27,9 +27,10 @@ Invariants:
   steps 1, 6 and 7 held with no ``await`` in between: what was checked is the twin state
   at the moment of writing. Commands for one point are serialised; others proceed;
 - the writer is called at most once per command, with the coerced value, never retried;
-- a start closes each command the last run left between ``pending`` and verdict with an
-  ``interrupted`` verdict, and the rate limit counts the last minute's writes again (its
-  interrupted commands as writes): see ``recovery``;
+- a command cancelled after its ``pending`` entry (a stop) gets an ``interrupted`` verdict
+  before the cancel goes on; a start closes each command a hard stop left open the same
+  way, and the rate limit counts the last minute's writes again (interrupted commands as
+  writes): see ``recovery``;
 - anything unexpected (an unknown point, an unreadable value, a failed store, a bug in a
   check) denies; nothing here lets a command through by default.
 """
@@ -115,6 +116,7 @@ class _Trail:
     read_back: Any = None
     written_ns: int | None = None
     audited: bool = False  # the verdict's entry is in the audit log already
+    pending: dict[str, Any] | None = None  # the pending entry, once on disk
 
     def deny(self, denial: Denial) -> Verdict:
         self.code = denial.code
@@ -240,6 +242,18 @@ class SafetyPolicy:
                         value=entry["value"], pending_since_ms=pending["ts"])
             self._recovered.append(entry)
 
+    async def _close_interrupted(self, pending: dict[str, Any]) -> None:
+        """A cancelled command (the gateway stopping) gets its verdict before it goes."""
+        fields = interrupted_verdict(pending, self._wall_ns() // 10**6)
+        self.counts["interrupted"] += 1
+        log.warning("Command interrupted by a stop; the device may or may not hold its value",
+                    command=fields["id"], point=fields["point"], value=fields["value"])
+        try:
+            await self._append(fields)
+        except StoreError as err:  # the next start closes it from the pending entry
+            log.error("Interrupted command not closed in the audit log", error=str(err),
+                      command=fields["id"])
+
     async def hand_on_recovered(self) -> None:
         """Hand the interrupted verdicts found at start-up to ``on_audit``, once it runs."""
         recovered, self._recovered = self._recovered, []
@@ -341,6 +355,10 @@ class SafetyPolicy:
         trail = _Trail(command.value)
         try:
             verdict = await self._decide(command, trail)
+        except asyncio.CancelledError:
+            if trail.pending is not None:  # the write may be under way: say so on disk now
+                await self._close_interrupted(trail.pending)
+            raise
         except Exception as err:  # a bug in a check must deny, not take the gateway down
             log.exception("Command check failed", command=command.id, point=command.point)
             verdict = trail.deny(Denial("internal", f"internal error in the safety policy "
@@ -388,6 +406,8 @@ class SafetyPolicy:
             trail.value = command.value
             return trail.deny(denial)
         if entry is not None:
+            if entry["event"] == "pending":
+                trail.pending = entry
             await self._hand_on(entry)
         if isinstance(planned, Denial):
             trail.audited = failure is None
