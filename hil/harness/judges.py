@@ -307,8 +307,17 @@ def judge_alarm(expectation: Expectation, view: BrokerView,
 
 def judge_writes(view: BrokerView, template: Template, commands: list[dict[str, Any]],
                  writes: list[dict[str, Any]]) -> Outcome:
-    """Every verdict as expected, and the sim received exactly the writes accepted commands made."""
+    """Every verdict as expected, and the sim received exactly the writes accepted commands made.
+
+    A flood's commands need no answer each (a gateway may refuse a flood unanswered), but
+    none may be accepted, and any write one caused is unexplained like any other.
+    """
     device_writes = [w for w in writes if w.get("face") != "control"]
+    flood = [c for c in commands if c.get("flood")]
+    commands = [c for c in commands if not c.get("flood")]
+    flood_answers = [found[1] for c in flood
+                     if (found := view.results.get(str(c["id"]))) is not None]
+    flood_accepted = [str(d.get("id")) for d in flood_answers if d.get("accepted")]
     accepted = []
     wrong_verdicts, missing_verdicts, reasons = [], [], {}
     for command in commands:
@@ -335,13 +344,21 @@ def judge_writes(view: BrokerView, template: Template, commands: list[dict[str, 
     unexplained = [w for w in device_writes if not any(explains(c, w) for c in accepted)]
     unwritten = [c["label"] for c in accepted
                  if not any(explains(c, w) for w in device_writes)]
-    passed = not (wrong_verdicts or missing_verdicts or unexplained or unwritten)
+    passed = not (wrong_verdicts or missing_verdicts or unexplained or unwritten
+                  or flood_accepted)
     denied = sum(1 for c in commands if c["expect"] == "denied")
     summary = (f"{len(commands)} commands ({denied} that must be denied): "
                f"{len(wrong_verdicts)} wrong verdicts, {len(missing_verdicts)} unanswered, "
                f"{len(unexplained)} writes reached the sim without an accepted command, "
                f"{len(unwritten)} accepted but never written")
+    if flood:
+        refused = Counter(str(d.get("error_code") or "denied") for d in flood_answers)
+        summary += (f"; a flood of {len(flood)} unsigned commands: {len(flood_accepted)} "
+                    f"accepted, {len(flood_answers)} answered ("
+                    + ", ".join(f"{n} {code}" for code, n in sorted(refused.items())) + ")")
     return Outcome("no write the policy should deny", "writes", passed, summary, {
+        "flood": len(flood), "flood_answered": len(flood_answers),
+        "flood_accepted": flood_accepted,
         "commands": len(commands), "must_deny": denied, "accepted": len(accepted),
         "wrong_verdicts": wrong_verdicts, "unanswered": missing_verdicts,
         "sim_writes": len(device_writes),

@@ -1,13 +1,16 @@
 """The scripted operator: signs commands with the gateway's own tool and publishes them.
 
 Besides valid commands it sends the ones a safety engineer worries about: a forged
-signature, no signature, an expired command and a key the gateway does not know.
+signature, no signature, an expired command, a key the gateway does not know, and a flood
+of unsigned commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -53,14 +56,24 @@ async def command_payload(profile: Profile, keys: str, point: str, value: Any,
     return payload
 
 
-def publish(port: int, topic: str, payload: dict[str, Any], timeout_s: float = 10.0) -> None:
-    """Publish one QoS 1 message straight to the broker and wait for its PUBACK."""
+def flood_payloads(point: str, value: Any, count: int) -> list[dict[str, Any]]:
+    """``count`` unsigned commands with fresh ids: a cloud application gone wrong, or worse."""
+    batch, now_ms = uuid.uuid4().hex[:8], int(time.time() * 1000)
+    return [{"id": f"flood-{batch}-{i}", "point": point, "value": value, "issued_at": now_ms}
+            for i in range(count)]
+
+
+def publish(port: int, topic: str, *payloads: dict[str, Any], timeout_s: float = 10.0) -> None:
+    """Publish QoS 1 messages straight to the broker, in order, and wait for every PUBACK."""
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="hil-operator")
+    client.max_inflight_messages_set(100)
     client.connect("127.0.0.1", port, keepalive=10)
     client.loop_start()
     try:
-        info = client.publish(topic, json.dumps(payload), qos=1)
-        info.wait_for_publish(timeout_s)
+        sent = [client.publish(topic, json.dumps(payload), qos=1) for payload in payloads]
+        deadline = time.monotonic() + timeout_s + len(payloads) / 1000
+        for info in sent:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
     finally:
         client.disconnect()
         client.loop_stop()

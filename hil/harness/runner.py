@@ -25,7 +25,7 @@ from typing import Any
 
 from hil.harness import judges
 from hil.harness.disk import TmpfsStateDir
-from hil.harness.operator import command_payload, make_keys, publish
+from hil.harness.operator import command_payload, flood_payloads, make_keys, publish
 from hil.harness.processes import LOOPBACK, Broker, Gateway, Sim, free_port
 from hil.harness.profile import DEFAULT_VARS, MODEL, Profile, load_profile
 from hil.harness.proxy import LinkProxy
@@ -273,6 +273,8 @@ class Run:
                 return "accepted" if done.get("accepted") else f"refused: {done.get('reason')}"
             case "command":
                 return await self._command(action)
+            case "command_flood":
+                return await self._command_flood(action)
             case "fill_disk":
                 return f"{self.state.fill()} bytes written"
             case "clock_jump":
@@ -314,6 +316,18 @@ class Run:
                               "point": action.point, "value": action.value,
                               "signature": action.signature, "expect": action.expect})
         return f"{action.signature} {action.point}={action.value} (expect {action.expect})"
+
+    async def _command_flood(self, action: Action) -> str:
+        payloads = flood_payloads(action.point, action.value, action.count)
+        topic = f"{self.profile.northbound.json_prefix}/{self.profile.command_topic}"
+        sent = time.time()
+        await asyncio.to_thread(publish, self.broker.port, topic, *payloads)
+        took = time.time() - sent
+        self.commands.extend({"t": sent, "label": f"{action.label}#{i}", "id": p["id"],
+                              "point": action.point, "value": action.value,
+                              "signature": "unsigned", "expect": "denied", "flood": True}
+                             for i, p in enumerate(payloads))
+        return f"{action.count} unsigned {action.point}={action.value} in {took:.2f} s"
 
     async def _freeze_and_settle(self) -> float:
         """Stop the sim answering, then wait until the gateway delivered what it was served."""

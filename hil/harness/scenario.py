@@ -46,7 +46,8 @@ class Action(_Model):
     do: Literal[
         "gateway_start", "gateway_stop", "gateway_kill", "gateway_restart",
         "broker_stop", "broker_start", "link_cut", "link_blackhole", "link_slow",
-        "plc_reboot", "sim_fault", "plant_write", "command", "fill_disk", "clock_jump",
+        "plc_reboot", "sim_fault", "plant_write", "command", "command_flood", "fill_disk",
+        "clock_jump",
     ]
     id: str = ""
     for_s: float | None = Field(default=None, alias="for", gt=0)
@@ -60,6 +61,7 @@ class Action(_Model):
     signature: Signature = "valid"  # command
     expect: Literal["accepted", "denied"] = "accepted"  # command: what the policy should say
     seconds: float = 0.0  # clock_jump: how far the gateway's wall clock moves
+    count: int = Field(default=0, ge=0, le=100_000)  # command_flood: unsigned commands sent
 
     @model_validator(mode="after")
     def _fits_its_kind(self) -> Action:
@@ -70,6 +72,9 @@ class Action(_Model):
             raise ValueError("sim_fault needs fault: {kind, target, params}")
         if self.do == "command" and (not self.point or self.value is None):
             raise ValueError("command needs point and value")
+        if self.do == "command_flood" and (not self.point or self.value is None
+                                           or self.count < 1):
+            raise ValueError("command_flood needs point, value and count")
         if self.do == "plant_write" and (not self.input or self.value is None):
             raise ValueError("plant_write needs input and value")
         if self.do == "clock_jump" and self.seconds == 0:

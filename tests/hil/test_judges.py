@@ -262,6 +262,25 @@ def test_writes_fail_on_a_wrong_or_missing_verdict(tmp_path: Path) -> None:
     assert len(outcome.figures["wrong_verdicts"]) == 1
 
 
+def test_a_flood_needs_no_answers_but_none_may_be_accepted(tmp_path: Path) -> None:
+    """Three flood commands: one denied, one refused as a flood, one unanswered: a pass."""
+    flood = [{"t": T0, "label": f"flood#{i}", "id": f"f{i}", "point": "pump1/speed_setpoint",
+              "value": 1550, "signature": "unsigned", "expect": "denied", "flood": True}
+             for i in range(3)]
+    flooded = message(T0 + 0.3, f"{PREFIX}/cmd/result", {
+        "seq": 2, "id": "f1", "accepted": False, "reason": "r", "error_code": "flooded"})
+    view = view_of(tmp_path, [result(T0 + 0.2, 1, "f0", False), flooded])
+    outcome = judges.judge_writes(view, TEMPLATE, flood, [])
+    assert outcome.passed, outcome.summary
+    assert outcome.summary.endswith("a flood of 3 unsigned commands: 0 accepted, 2 answered "
+                                    "(1 denied, 1 flooded)")
+    (tmp_path / "in").mkdir()
+    let_in = view_of(tmp_path / "in", [result(T0 + 0.2, 1, "f0", True)])
+    outcome = judges.judge_writes(let_in, TEMPLATE, flood, [])
+    assert not outcome.passed
+    assert outcome.figures["flood_accepted"] == ["f0"]
+
+
 def resource_samples(slope_mb_per_h: float, hours: float, pid: int = 1) -> list[dict[str, Any]]:
     n = int(hours * 3600)
     return [{"t": T0 + i, "pid": pid, "rss_bytes": int(50e6 + slope_mb_per_h * 1e6 * i / 3600),
