@@ -180,6 +180,38 @@ async def test_a_connect_that_got_no_connack_is_closed_not_left_to_finish_later(
         await proxy.stop()
 
 
+async def test_publishes_without_pubacks_drop_the_session_and_are_sent_again(
+    broker: Broker, make_rig: Callable[[int], Rig], recorder_factory: Callable[..., Recorder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A link that takes publishes but answers none: dropped before keepalive would notice;
+    what was in flight is sent again on the next session, none lost, none left waiting."""
+    monkeypatch.setattr(session_module, "_PUBACK_TIMEOUT_S", 1.0)
+    proxy = LinkProxy("broker", "127.0.0.1", broker.port)
+    await proxy.start()
+    rec = recorder_factory("edgetwin/v1/gw1/+/reported")
+    try:
+        rig = make_rig(proxy.port)  # keepalive 5 s: it would take 7.5 s to see the link gone
+        task = asyncio.create_task(rig.session.run(rig.stop, drain_s=2.0))
+        await until(lambda: rig.session.connected, what="session up")
+        proxy.blackhole()
+        for value in range(1, 6):
+            await rig.feed(value)
+        await until(lambda: not rig.session.connected, timeout_s=5.0,
+                    what="the session dropped for want of PUBACKs")
+        assert rig.session.last_error is not None
+        assert "no PUBACK for" in rig.session.last_error
+        assert len(rig.session._acks) == 0  # nothing left holding a slot
+        proxy.restore()
+        await rec.await_for(reported(5), timeout_s=20)
+        assert [m.json()["state"]["p0"]["v"] for m in rec.on("/reported")][-5:] == [1, 2, 3, 4, 5]
+        rig.stop.set()
+        await asyncio.wait_for(task, 5)
+        assert rig.outbox.depth() == 0
+    finally:
+        await proxy.stop()
+
+
 async def test_stop_while_broker_down_returns_promptly_and_keeps_entries(
     tmp_path: Path, broker: Broker, make_rig: Callable[[int], Rig]
 ) -> None:

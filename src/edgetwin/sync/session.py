@@ -50,6 +50,7 @@ from edgetwin.core.types import (
     asset_of,
 )
 from edgetwin.sync.admission import CommandGate
+from edgetwin.sync.inflight import InFlight
 from edgetwin.sync.jsontwin import (
     DesiredState,
     JsonTwinDecoder,
@@ -133,8 +134,7 @@ class MqttSession:
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self._settled = asyncio.Event()
-        self._inflight = asyncio.Semaphore(config.max_inflight)
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self._acks = InFlight(config.max_inflight)
         self.connected = False
         self.since_ns = time.time_ns()
         self.last_error: str | None = None
@@ -373,8 +373,9 @@ class MqttSession:
                     finally:
                         stopping.cancel()
                 if not stop.is_set():
-                    tasks.append(group.create_task(self._publish_outbox(client, group),
+                    tasks.append(group.create_task(self._publish_outbox(client),
                                                    name="sync.outbox"))
+                    tasks.append(group.create_task(self._watch_acks(), name="sync.pubacks"))
                     if self._json:
                         tasks.append(group.create_task(self._snapshot_loop(client),
                                                        name="sync.snapshots"))
@@ -383,7 +384,7 @@ class MqttSession:
                                                        name="sync.sparkplug"))
                     await stop.wait()
                     await self._drain(drain_s)
-                for task in [*tasks, *self._deliveries]:
+                for task in tasks:
                     await cancel_and_wait(task)
         except BaseExceptionGroup as group_error:
             error = _link_error(group_error)
@@ -394,6 +395,7 @@ class MqttSession:
                         await self._publish(client, self.node.death_certificate(), "sparkplug")
             raise error from None
         finally:
+            self._acks.abandon()
             self._outbox.rewind()  # whatever is still claimed was not acknowledged
 
     async def _births_when_host_ready(self, client: aiomqtt.Client) -> None:
@@ -567,16 +569,15 @@ class MqttSession:
 
     # -- outbound ----------------------------------------------------------------------------
 
-    async def _publish_outbox(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
+    async def _publish_outbox(self, client: aiomqtt.Client) -> None:
         while True:
             raise_if_cancelling()  # aiomqtt's wait_for may have swallowed a cancellation
             entries = await self._outbox.claim(self._config.max_batch)
             async with self._order:
                 for entry in entries:
-                    await self._send(client, group, entry)
+                    await self._send(client, entry)
 
-    async def _send(self, client: aiomqtt.Client, group: asyncio.TaskGroup,
-                    entry: OutboxEntry) -> None:
+    async def _send(self, client: aiomqtt.Client, entry: OutboxEntry) -> None:
         """Encode one entry once per scheme and publish it; settle by the weakest delivery."""
         item = entry.item
         sparkplug = self.node is not None and isinstance(item, Delta)
@@ -593,29 +594,32 @@ class MqttSession:
             self._outbox.settle(entry.seq, Delivery.SENT)
             self._settled.set()
             return
-        await self._inflight.acquire()
-        task = group.create_task(self._deliver(client, entry, json_message, held=sparkplug))
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
-
-    async def _deliver(
-        self, client: aiomqtt.Client, entry: OutboxEntry, message: MqttMessage, *, held: bool
-    ) -> None:
         try:
-            await self._publish(client, message, _kind(entry))
+            await self._acks.send(client, json_message,
+                                  lambda: self._acknowledged(entry, held=sparkplug))
         except aiomqtt.MqttCodeError as err:
             if err.rc not in _FATAL_RC:
                 raise
             self._reject(entry, "publish_refused", err)
-        else:
-            # Also sent as Sparkplug at QoS 0: kept for the replay window, not acknowledged.
-            self._outbox.settle(entry.seq, Delivery.SENT if held else Delivery.DELIVERED)
-            if isinstance(entry.item, Delta):
-                self._dirty.add(entry.item.asset)
-                self._dirty_event.set()
-        finally:
-            self._inflight.release()
             self._settled.set()
+
+    def _acknowledged(self, entry: OutboxEntry, *, held: bool) -> None:
+        """The PUBACK of an entry's JSON message came."""
+        self._published.labels(_kind(entry)).inc()
+        # Also sent as Sparkplug at QoS 0: kept for the replay window, not acknowledged.
+        self._outbox.settle(entry.seq, Delivery.SENT if held else Delivery.DELIVERED)
+        if isinstance(entry.item, Delta):
+            self._dirty.add(entry.item.asset)
+            self._dirty_event.set()
+        self._settled.set()
+
+    async def _watch_acks(self) -> None:
+        """A PUBACK overdue means a link that takes but does not answer: drop the session."""
+        while True:
+            await asyncio.sleep(1.0)  # a period, not synchronisation
+            if (waited := self._acks.overdue_s()) > _PUBACK_TIMEOUT_S:
+                raise aiomqtt.MqttError(f"no PUBACK for {waited:.1f} s "
+                                        f"({len(self._acks)} publishes unacknowledged)")
 
     def _reject(self, entry: OutboxEntry, code: str, err: BaseException) -> None:
         self._outbox.settle(entry.seq, Delivery.REJECTED, f"{code}: {err}")
