@@ -184,8 +184,10 @@ async def test_publishes_without_pubacks_drop_the_session_and_are_sent_again(
     broker: Broker, make_rig: Callable[[int], Rig], recorder_factory: Callable[..., Recorder],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A link that takes publishes but answers none: dropped before keepalive would notice;
-    what was in flight is sent again on the next session, none lost, none left waiting."""
+    """A link that takes publishes and answers none: dropped before keepalive would notice.
+
+    What was in flight is sent again on the next session: none lost, none left waiting.
+    """
     monkeypatch.setattr(session_module, "_PUBACK_TIMEOUT_S", 1.0)
     proxy = LinkProxy("broker", "127.0.0.1", broker.port)
     await proxy.start()
