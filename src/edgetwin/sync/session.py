@@ -11,7 +11,9 @@ Invariants:
   arrived; on a lost connection every unsettled entry is rewound and sent again, in ``seq``
   order, so delivery is at least once and a consumer drops duplicates by ``seq``;
 - at most ``sync.max_inflight`` publishes are unacknowledged at any time (paho stops
-  delivering for good past ~65k queued QoS 1 messages);
+  delivering for good past ~65k queued QoS 1 messages), each one small record
+  (``inflight``); a PUBACK overdue by ``_PUBACK_TIMEOUT_S`` drops the session, as a lost
+  link does;
 - the retained status reads online only while a session is up: the offline form is the
   last will, and is published explicitly before a clean disconnect;
 - after every (re)connect each asset's retained snapshot is published again, so the broker
