@@ -231,28 +231,31 @@ class SafetyPolicy:
                 self._rate.record(point, now - age_s)
         for pending in recovered.interrupted:
             try:
-                entry = self._audit.append(interrupted_verdict(pending, now_ms))
+                entry = self._audit.append(self._interrupted(pending, "the last stop"))
             except StoreError as err:
-                log.error("Interrupted command not closed in the audit log", error=str(err),
-                          command=pending.get("id"))
+                self._not_closed(pending, err)
                 return
-            self.counts["interrupted"] += 1
-            log.warning("Command interrupted by the last stop; the device may or may not "
-                        "hold its value", command=entry["id"], point=entry["point"],
-                        value=entry["value"], pending_since_ms=pending["ts"])
             self._recovered.append(entry)
 
     async def _close_interrupted(self, pending: dict[str, Any]) -> None:
         """A cancelled command (the gateway stopping) gets its verdict before it goes."""
-        fields = interrupted_verdict(pending, self._wall_ns() // 10**6)
-        self.counts["interrupted"] += 1
-        log.warning("Command interrupted by a stop; the device may or may not hold its value",
-                    command=fields["id"], point=fields["point"], value=fields["value"])
         try:
-            await self._append(fields)
+            await self._append(self._interrupted(pending, "a stop"))
         except StoreError as err:  # the next start closes it from the pending entry
-            log.error("Interrupted command not closed in the audit log", error=str(err),
-                      command=fields["id"])
+            self._not_closed(pending, err)
+
+    def _interrupted(self, pending: dict[str, Any], by: str) -> dict[str, Any]:
+        """The ``interrupted`` verdict of a pending command, counted and logged."""
+        self.counts["interrupted"] += 1
+        log.warning(f"Command interrupted by {by}; the device may or may not hold its value",
+                    command=pending.get("id"), point=pending.get("point"),
+                    value=pending.get("value"), pending_since_ms=pending.get("ts"))
+        return interrupted_verdict(pending, self._wall_ns() // 10**6)
+
+    @staticmethod
+    def _not_closed(pending: dict[str, Any], err: StoreError) -> None:
+        log.error("Interrupted command not closed in the audit log", error=str(err),
+                  command=pending.get("id"))
 
     async def hand_on_recovered(self) -> None:
         """Hand the interrupted verdicts found at start-up to ``on_audit``, once it runs."""
